@@ -1,0 +1,1 @@
+"""The HTTP transport: FastAPI routes, dependencies, exception handlers and middleware."""

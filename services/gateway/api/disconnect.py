@@ -1,0 +1,55 @@
+"""Stop working for clients that are gone.
+
+An HTTP request's handler is not cancelled when its client disconnects; inference is, here: the work runs beside a
+watcher of the connection, and a disconnect cancels it, so its images leave the batch queue and free their places.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive
+
+_T = TypeVar("_T")
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away first"; never reaches a client
+
+
+class ClientDisconnected(Exception):
+    """The client closed the connection before its answer was ready."""
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_disconnected(request: Request, work: Awaitable[_T]) -> _T:
+    """Await ``work`` (after the request body has been read); cancel it if the client disconnects first.
+
+    Raises:
+        ClientDisconnected: the client went away; ``work`` was cancelled.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request.receive))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        watcher.cancel()
+        raise
+    if task.done():
+        watcher.cancel()
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    raise ClientDisconnected
+
+
+async def client_disconnected_handler(request: Request, exc: Exception) -> Response:
+    """Nobody will read this answer; it exists for the access log and the request metrics (status 499)."""
+    return Response(status_code=CLIENT_CLOSED_REQUEST)

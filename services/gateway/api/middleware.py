@@ -1,0 +1,90 @@
+"""Per-request context for HTTP: the request id, in-flight and duration metrics.
+
+A plain ASGI middleware (not ``BaseHTTPMiddleware``: no extra task per request, and the request id context variable
+set here is the one the route, the batcher and the TFS client see). The route is known only once the router has
+matched it, so the in-flight gauge is kept by an app-wide dependency (:func:`track_inflight`) and the duration is
+labelled after the answer, from ``scope["route"]``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.gateway import metrics
+from services.logs import request_id_var
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# A client's id is kept only if it is short and plain (it goes into logs and gRPC metadata).
+_GOOD_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
+
+
+def request_id_from(headers: Headers) -> str:
+    """The client's ``X-Request-ID`` when it is sane, else a new one."""
+    given = headers.get(REQUEST_ID_HEADER)
+    if given and _GOOD_REQUEST_ID.match(given):
+        return given
+    return uuid.uuid4().hex
+
+
+class RequestContextMiddleware:
+    """Sets the request id (accepted or made, returned in ``X-Request-ID``) and records request metrics.
+
+    The ``endpoint`` label is the route's name (``detect``, ``list_models``...), never the raw path; the ``model``
+    and ``version`` labels come from what the route put in ``request.state`` (``spotter_model``,
+    ``spotter_version``), the model passed through :func:`services.gateway.metrics.model_label`.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_from(Headers(scope=scope))
+        token = request_id_var.set(request_id)
+        state = scope.setdefault("state", {})
+        status = 500  # what it was if the app raised before answering
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request_id)
+            await send(message)
+
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            version = state.get("spotter_version")
+            metrics.REQUEST_DURATION.labels(
+                endpoint_of(scope),
+                metrics.model_label(state.get("spotter_model")),
+                "" if version is None else str(version),
+                str(status),
+            ).observe(time.perf_counter() - start)
+            request_id_var.reset(token)
+
+
+def endpoint_of(scope: Scope) -> str:
+    """The ``endpoint`` label: the matched route's name, or ``unmatched`` (never the raw path)."""
+    route = scope.get("route")
+    return str(getattr(route, "name", None) or "unmatched")
+
+
+async def track_inflight(request: Request) -> AsyncIterator[None]:
+    """App-wide dependency: counts the request in ``spotter_inflight_requests`` while its route runs."""
+    gauge = metrics.INFLIGHT_REQUESTS.labels(endpoint_of(request.scope))
+    gauge.inc()
+    try:
+        yield
+    finally:
+        gauge.dec()

@@ -1,0 +1,158 @@
+"""Job routes: submit a train, evaluate or export job (``POST /v1/jobs``), list and show jobs, cancel one, and fetch
+its artifacts. Every route needs an API key.
+
+A submission is validated twice before anything is queued: its body by pydantic (a union discriminated by ``type``:
+an unknown type, a missing field or a value out of range is a 422 naming the parameter), then against the disk (the
+dataset and its version, the run, the model; :mod:`services.training.params`). A train job can chain an evaluate and
+an export job (``evaluate: true``, ``export: {...}``): the chain is queued whole, each job after the one before (RQ
+``depends_on``), and every record shows it. Redis is used through RQ's synchronous client in a worker thread, one
+connection per call (jobs are rare, the calls are short).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, TypeVar
+
+import redis
+from fastapi import APIRouter, Body, Query
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from services.errors import Unavailable
+from services.gateway.api.deps import ApiKeyDep, SettingsDep
+from services.gateway.api.schemas import ErrorResponse
+from services.gateway.config import GatewaySettings
+from services.training.params import JobParams
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+_T = TypeVar("_T")
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in {
+        401: "no API key",
+        403: "a wrong API key",
+        404: "no such job or artifact",
+        409: "the job has already ended (cancel), or its run is being trained by another job (submit)",
+        422: "an unknown type, a bad or missing parameter, an unknown dataset, run or model: nothing was queued",
+        503: "the job queue (Redis) can't be reached",
+    }.items()
+}
+_EXAMPLES = {
+    "train": {
+        "summary": "train a detector, then evaluate and export it",
+        "value": {
+            "type": "train",
+            "dataset": "shapes",
+            "input_size": 320,
+            "alpha": 0.35,
+            "epochs": 10,
+            "evaluate": True,
+            "export": {"model": "shapes"},
+        },
+    },
+    "evaluate": {
+        "summary": "evaluate a published version",
+        "value": {"type": "evaluate", "model": "demo", "dataset": "shapes"},
+    },
+    "export": {
+        "summary": "export a trained run",
+        "value": {"type": "export", "run": "shapes-1a2b3c4d", "model": "shapes"},
+    },
+}
+
+
+@contextmanager
+def _redis(settings: GatewaySettings) -> Iterator[redis.Redis]:
+    try:
+        with redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=10) as connection:
+            yield connection
+    except redis.RedisError as exc:
+        raise Unavailable(f"the job queue (Redis) can't be reached: {exc}") from exc
+
+
+async def _with_redis(settings: GatewaySettings, work: Callable[[redis.Redis], _T]) -> _T:
+    def call() -> _T:
+        with _redis(settings) as connection:
+            return work(connection)
+
+    return await run_in_threadpool(call)
+
+
+@router.post("/jobs", status_code=202, responses={**_ERRORS, 202: {"description": "queued (with its chain)"}})
+async def submit_job(
+    body: Annotated[JobParams, Body(openapi_examples=_EXAMPLES)], settings: SettingsDep, _: ApiKeyDep
+) -> JSONResponse:
+    """Submit a train, evaluate or export job (a train job may chain evaluate and export)."""
+    from services.worker.control import plan, submit
+    from services.worker.records import record
+
+    planned = await run_in_threadpool(plan, body, settings.data_dir, settings.model_root)
+    jobs = await _with_redis(settings, lambda c: submit(c, planned, data_dir=settings.data_dir))
+    first = jobs[0].id
+    return JSONResponse(
+        {
+            "job_id": first,
+            "status_url": f"/v1/jobs/{first}",
+            "jobs": [record(j, settings.data_dir) for j in jobs],
+        },
+        status_code=202,
+        headers={"Location": f"/v1/jobs/{first}"},
+    )
+
+
+@router.get("/jobs", responses=_ERRORS)
+async def list_jobs(
+    settings: SettingsDep,
+    _: ApiKeyDep,
+    type: Annotated[
+        str | None, Query(description="only jobs of this type (import, train, evaluate, export...)")
+    ] = None,
+    state: Annotated[str | None, Query(description="queued, deferred, scheduled, started, finished, failed...")] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="at most this many, newest first")] = 50,
+) -> dict[str, Any]:
+    """Jobs, newest first."""
+    from services.worker.records import list_records
+
+    jobs = await _with_redis(
+        settings, lambda c: list_records(c, settings.data_dir, job_type=type, state=state, limit=limit)
+    )
+    return {"jobs": jobs}
+
+
+@router.get("/jobs/{job_id}", responses=_ERRORS)
+async def get_job(job_id: str, settings: SettingsDep, _: ApiKeyDep) -> dict[str, Any]:
+    """A job: state, progress, metrics so far, artifacts, error or result."""
+    from services.worker.queues import fetch_job
+    from services.worker.records import record
+
+    return await _with_redis(settings, lambda c: record(fetch_job(job_id, c), settings.data_dir))
+
+
+@router.delete("/jobs/{job_id}", responses=_ERRORS)
+async def cancel_job(job_id: str, settings: SettingsDep, _: ApiKeyDep) -> dict[str, Any]:
+    """Cancel a job: a waiting one is canceled, a running one stopped; the jobs chained after it are canceled."""
+    from services.worker.control import cancel
+    from services.worker.queues import fetch_job
+    from services.worker.records import record
+
+    def work(connection: redis.Redis) -> dict[str, Any]:
+        before = cancel(connection, job_id)
+        return {**record(fetch_job(job_id, connection), settings.data_dir), "canceled_from": before.value}
+
+    return await _with_redis(settings, work)
+
+
+@router.get(
+    "/jobs/{job_id}/artifacts/{name}",
+    responses={**_ERRORS, 200: {"description": "the file (PNG, JSON, text)"}},
+    response_class=FileResponse,
+)
+async def get_artifact(job_id: str, name: str, settings: SettingsDep, _: ApiKeyDep) -> FileResponse:
+    """One of a job's artifacts (a plain file name from its record's ``artifacts``)."""
+    from services.worker.records import artifact_path
+
+    path = await run_in_threadpool(artifact_path, settings.data_dir, job_id, name)
+    return FileResponse(path, filename=name)

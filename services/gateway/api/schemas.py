@@ -1,0 +1,145 @@
+"""The REST API's query parameters and JSON bodies (pydantic models: they are the OpenAPI schema too)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.gateway.catalog import ModelDescription
+from services.gateway.dataplane import MAX_DETECTIONS_LIMIT, ClassifyResult, DetectResult
+
+
+class SelectorQuery(BaseModel):
+    """Which version of the model to use: a number, a label (TFS ``version_labels``), or neither for the latest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | None = Field(None, ge=1, description="a version number; not with `label`")
+    label: str | None = Field(None, min_length=1, max_length=128, description="a version label; not with `version`")
+
+
+class DetectQuery(SelectorQuery):
+    min_score: float | None = Field(None, ge=0.0, le=1.0, description="drop detections scoring below this")
+    max_detections: int | None = Field(None, ge=1, le=MAX_DETECTIONS_LIMIT, description="answer at most this many")
+    tile: Literal["auto", "on", "off"] = Field(
+        "auto", description="cut large images into model-sized tiles (auto: when the image is much larger)"
+    )
+
+
+class ClassifyQuery(SelectorQuery):
+    top_k: int | None = Field(None, ge=1, le=1000, description="answer the k most likely labels")
+
+
+class BoxBody(BaseModel):
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+
+
+class DetectionBody(BaseModel):
+    label: str
+    class_id: int
+    score: float
+    box: BoxBody
+
+
+class DetectResponse(BaseModel):
+    """Detections in pixels of the original image (EXIF orientation applied), by score descending."""
+
+    model: str
+    version: int
+    width: int
+    height: int
+    detections: list[DetectionBody]
+
+    @classmethod
+    def of(cls, result: DetectResult) -> DetectResponse:
+        return cls(
+            model=result.model,
+            version=result.version,
+            width=result.width,
+            height=result.height,
+            detections=[
+                DetectionBody(label=d.label, class_id=d.class_id, score=d.score, box=BoxBody(**d.box.to_dict()))
+                for d in result.detections
+            ],
+        )
+
+
+class PredictionBody(BaseModel):
+    label: str
+    class_id: int
+    score: float
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    version: int
+    predictions: list[PredictionBody]
+
+    @classmethod
+    def of(cls, result: ClassifyResult) -> ClassifyResponse:
+        return cls(
+            model=result.model,
+            version=result.version,
+            predictions=[PredictionBody(label=p.label, class_id=p.class_id, score=p.score) for p in result.predictions],
+        )
+
+
+class LabelBody(BaseModel):
+    id: int
+    name: str
+
+
+class VersionBody(BaseModel):
+    version: int
+    state: str = Field(description="TFS's state: START, LOADING, AVAILABLE, UNLOADING, END")
+    kind: Literal["detector", "classifier", "unknown"] | None = None
+    input_size: int | None = Field(None, description="the side S of the model's square input")
+    labels: list[LabelBody] | None = None
+
+
+class ModelBody(BaseModel):
+    name: str
+    versions: list[VersionBody]
+    version_labels: dict[str, int]
+
+    @classmethod
+    def of(cls, model: ModelDescription) -> ModelBody:
+        return cls(
+            name=model.name,
+            versions=[
+                VersionBody(
+                    version=v.version,
+                    state=v.state,
+                    kind=v.kind,
+                    input_size=v.input_size,
+                    labels=None if v.labels is None else [LabelBody(id=i, name=n) for i, n in sorted(v.labels.items())],
+                )
+                for v in model.versions
+            ],
+            version_labels=model.version_labels,
+        )
+
+
+class ModelListResponse(BaseModel):
+    models: list[ModelBody]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: object | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class ReadinessResponse(BaseModel):
+    ready: bool
+    reason: str
+    model_server_up: bool
+    models: dict[str, bool] = Field(description="model -> whether it has an AVAILABLE version")

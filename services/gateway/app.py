@@ -1,0 +1,98 @@
+"""The gateway's FastAPI application: wiring only.
+
+The lifespan builds the TFS client, the model catalog, the batcher, the dataplane and a Redis client, puts them on
+``app.state`` (routes reach them through ``services.gateway.api.deps``), and closes them on shutdown. When the gRPC
+API is present (``services.gateway.rpc.server.lifespan(app)``, an async context manager), it runs inside this
+lifespan on the same event loop and the same dataplane and batcher, so gRPC and REST requests share batches.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from types import ModuleType
+
+from fastapi import Depends, FastAPI
+from redis.asyncio import Redis
+
+from services.gateway.api.errors import install_error_handlers
+from services.gateway.api.middleware import RequestContextMiddleware, track_inflight
+from services.gateway.batcher import Batcher
+from services.gateway.catalog import ModelCatalog
+from services.gateway.config import GatewaySettings
+from services.gateway.dataplane import Dataplane, tfs_batch_predictor
+from services.gateway.tfs import TfsClient
+
+logger = logging.getLogger(__name__)
+
+# Route modules, one per resource; datasets and jobs are added by their own parts of Spotter when present.
+_ROUTES = ("health", "models", "datasets", "jobs")
+_RPC_SERVER = "services.gateway.rpc.server"
+
+
+def _optional_module(name: str) -> ModuleType | None:
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # its package is not there at all
+        found = False
+    return importlib.import_module(name) if found else None
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: GatewaySettings = app.state.settings
+    tfs = TfsClient(
+        settings.tfs_grpc,
+        deadline=settings.tfs_deadline_seconds,
+        max_message_bytes=settings.tfs_max_message_bytes,
+        retry_after=settings.retry_after_seconds,
+    )
+    catalog = ModelCatalog(tfs, settings)
+    batcher = Batcher(
+        tfs_batch_predictor(tfs),
+        max_batch_size=settings.max_batch_size,
+        max_batch_delay=settings.max_batch_delay_seconds,
+        max_queue_size=settings.max_queue_size,
+        max_inflight_batches=settings.max_inflight_batches,
+        retry_after=settings.retry_after_seconds,
+    )
+    redis = Redis.from_url(settings.redis_url)  # connects on first use
+    app.state.tfs = tfs
+    app.state.catalog = catalog
+    app.state.batcher = batcher
+    app.state.dataplane = Dataplane(settings, catalog, batcher)
+    app.state.redis = redis
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(redis.aclose)
+        stack.push_async_callback(tfs.close)
+        stack.push_async_callback(batcher.close)
+        stack.push_async_callback(catalog.close)
+        await catalog.start()
+        rpc = _optional_module(_RPC_SERVER)
+        if rpc is not None:
+            await stack.enter_async_context(rpc.lifespan(app))
+        logger.info("gateway started: model server %s, models %s", settings.tfs_grpc, catalog.names())
+        yield
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    """The gateway app, configured by ``settings`` (read from the environment when not given)."""
+    settings = settings or GatewaySettings()
+    app = FastAPI(
+        title="Spotter",
+        summary="Object detection and classification over TensorFlow Serving.",
+        version="1.0",
+        lifespan=_lifespan,
+        dependencies=[Depends(track_inflight)],
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    for name in _ROUTES:
+        module = _optional_module(f"services.gateway.api.routes.{name}")
+        if module is not None:
+            app.include_router(module.router)
+    app.add_middleware(RequestContextMiddleware)
+    return app

@@ -1,0 +1,249 @@
+"""Dynamic batching of single images into Predict calls, shared by every transport.
+
+Images are queued per :class:`BatchKey` (model, resolved version). A batch leaves when it holds ``max_batch_size``
+images or its oldest image has waited ``max_batch_delay``; at most ``max_inflight_batches`` Predict calls per key are
+in flight, so while one runs the next batch fills. The queue is bounded over all keys: past ``max_queue_size`` pending
+images, :meth:`Batcher.submit` raises :class:`~services.errors.Overloaded` at once. A caller that is cancelled (its
+client went away, its deadline passed) leaves the queue and frees its place. An upstream error fails every image of
+its batch with the same domain error.
+
+The batcher is plain asyncio and knows nothing of HTTP or gRPC: both transports submit to the same instance, so
+their requests share batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from services import errors
+from services.gateway import metrics
+from services.logs import request_id_var
+
+logger = logging.getLogger(__name__)
+
+Outputs = dict[str, np.ndarray]
+PredictFn = Callable[["BatchKey", np.ndarray, "str | None"], Awaitable[Mapping[str, np.ndarray]]]
+"""``predict(key, images [B, S, S, 3], request_ids)`` -> outputs, each with a leading batch dimension ``B``."""
+
+# Stacking a large batch copies tens of MB: do it off the event loop so the loop keeps accepting requests.
+_STACK_OFF_LOOP_BYTES = 4 * 1024 * 1024
+_MAX_REQUEST_ID_HEADER = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class BatchKey:
+    """What may share a batch: one model version fed through one input tensor."""
+
+    model: str
+    version: int
+    input_name: str = "images"
+    max_batch: int | None = None  # a model whose batch dimension is fixed (TF OD API exports: 1)
+
+
+@dataclass(eq=False, slots=True)
+class _Item:
+    image: np.ndarray
+    future: asyncio.Future[Outputs]
+    enqueued: float
+    request_id: str | None
+
+
+@dataclass(eq=False)
+class _Lane:
+    key: BatchKey
+    limit: int
+    inflight: asyncio.Semaphore
+    pending: deque[_Item] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    worker: asyncio.Task[None] | None = None
+
+
+class Batcher:
+    """Per-key queues that turn concurrent single-image submits into batched Predict calls.
+
+    Args:
+        predict: Runs one batch (see :data:`PredictFn`).
+        max_batch_size: Most images per batch (1 turns batching off).
+        max_batch_delay: Seconds the oldest queued image waits for its batch to fill.
+        max_queue_size: Most pending (not yet sent) images over all keys.
+        max_inflight_batches: Most Predict calls in flight per key.
+        retry_after: Seconds put on the ``Overloaded`` error when the queue is full.
+    """
+
+    def __init__(
+        self,
+        predict: PredictFn,
+        *,
+        max_batch_size: int,
+        max_batch_delay: float,
+        max_queue_size: int,
+        max_inflight_batches: int,
+        retry_after: float = 1.0,
+    ) -> None:
+        if max_batch_size < 1 or max_queue_size < 1 or max_inflight_batches < 1 or max_batch_delay < 0:
+            raise ValueError("batch size, queue size and in-flight batches must be positive, the delay not negative")
+        self._predict = predict
+        self._max_batch_size = max_batch_size
+        self._delay = max_batch_delay
+        self._max_queue = max_queue_size
+        self._max_inflight = max_inflight_batches
+        self._retry_after = retry_after
+        self._lanes: dict[BatchKey, _Lane] = {}
+        self._pending = 0
+        self._batches: set[asyncio.Task[None]] = set()
+        self._closed = False
+        metrics.QUEUE_CAPACITY.set(max_queue_size)
+
+    @property
+    def pending(self) -> int:
+        """Images waiting for a batch (over all keys)."""
+        return self._pending
+
+    async def submit(self, key: BatchKey, image: np.ndarray) -> Outputs:
+        """Queue one image ``[S, S, 3]`` and wait for its outputs (each without the batch dimension).
+
+        Raises:
+            Overloaded: the queue is full (at once, without waiting).
+            Unavailable: the batcher is shutting down.
+            SpotterError: whatever the Predict call of its batch raised.
+        """
+        if self._closed:
+            raise errors.Unavailable("the gateway is shutting down", retry_after=self._retry_after)
+        if self._pending >= self._max_queue:
+            raise errors.Overloaded(
+                f"the batch queue is full ({self._max_queue} images waiting); retry shortly",
+                retry_after=self._retry_after,
+            )
+        lane = self._lane(key)
+        loop = asyncio.get_running_loop()
+        item = _Item(image, loop.create_future(), loop.time(), request_id_var.get())
+        lane.pending.append(item)
+        self._pending += 1
+        self._gauge(lane)
+        lane.wake.set()
+        if lane.worker is None:
+            lane.worker = asyncio.create_task(self._run(lane), name=f"batcher-{key.model}-{key.version}")
+        try:
+            return await item.future
+        except asyncio.CancelledError:
+            # The caller is gone: give its place back unless its batch already left.
+            with contextlib.suppress(ValueError):
+                lane.pending.remove(item)
+                self._pending -= 1
+                self._gauge(lane)
+            raise
+
+    async def close(self) -> None:
+        """Stop batching: pending and in-flight images fail with ``Unavailable``."""
+        self._closed = True
+        workers = [lane.worker for lane in self._lanes.values() if lane.worker is not None]
+        for task in [*workers, *self._batches]:
+            task.cancel()
+        await asyncio.gather(*workers, *self._batches, return_exceptions=True)
+        shutting_down = errors.Unavailable("the gateway is shutting down", retry_after=self._retry_after)
+        for lane in self._lanes.values():
+            while lane.pending:
+                item = lane.pending.popleft()
+                if not item.future.done():
+                    item.future.set_exception(shutting_down)
+            self._gauge(lane)
+        self._pending = 0
+
+    def _lane(self, key: BatchKey) -> _Lane:
+        lane = self._lanes.get(key)
+        if lane is None:
+            limit = min(self._max_batch_size, key.max_batch or self._max_batch_size)
+            lane = _Lane(key, limit, asyncio.Semaphore(self._max_inflight))
+            self._lanes[key] = lane
+        return lane
+
+    async def _run(self, lane: _Lane) -> None:
+        """Form and send batches for one key until its queue is empty (a new submit starts a new worker)."""
+        loop = asyncio.get_running_loop()
+        try:
+            while lane.pending:
+                # Wait for a full batch or for the oldest image's delay to run out.
+                while 0 < len(lane.pending) < lane.limit:
+                    remaining = lane.pending[0].enqueued + self._delay - loop.time()
+                    if remaining <= 0:
+                        break
+                    lane.wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(remaining):
+                            await lane.wake.wait()
+                if not lane.pending:
+                    break
+                # With every Predict slot busy, keep filling: whatever waits when a slot frees leaves together.
+                await lane.inflight.acquire()
+                items = self._take(lane)
+                if not items:
+                    lane.inflight.release()
+                    continue
+                task = asyncio.create_task(self._send(lane, items))
+                self._batches.add(task)
+                task.add_done_callback(self._batches.discard)
+        finally:
+            lane.worker = None
+
+    def _take(self, lane: _Lane) -> list[_Item]:
+        items: list[_Item] = []
+        while lane.pending and len(items) < lane.limit:
+            item = lane.pending.popleft()
+            self._pending -= 1
+            if not item.future.done():
+                items.append(item)
+        self._gauge(lane)
+        return items
+
+    async def _send(self, lane: _Lane, items: list[_Item]) -> None:
+        key = lane.key
+        version = str(key.version)
+        loop = asyncio.get_running_loop()
+        try:
+            now = loop.time()
+            queue_seconds = metrics.QUEUE_SECONDS.labels(key.model, version)
+            for item in items:
+                queue_seconds.observe(now - item.enqueued)
+            metrics.BATCH_SIZE.labels(key.model, version).observe(len(items))
+            images = [item.image for item in items]
+            if sum(image.nbytes for image in images) > _STACK_OFF_LOOP_BYTES:
+                batch = await asyncio.to_thread(np.stack, images)
+            else:
+                batch = np.stack(images)
+            ids = ",".join(dict.fromkeys(item.request_id for item in items if item.request_id))
+            outputs = await self._predict(key, batch, ids[:_MAX_REQUEST_ID_HEADER] or None)
+            for name, value in outputs.items():
+                if value.ndim == 0 or value.shape[0] != len(items):
+                    raise errors.UpstreamError(
+                        f"output {name!r} of {key.model} version {key.version} has shape {list(value.shape)}, "
+                        f"not a leading batch dimension of {len(items)}"
+                    )
+            for index, item in enumerate(items):
+                if not item.future.done():
+                    item.future.set_result({name: value[index] for name, value in outputs.items()})
+        except errors.SpotterError as err:
+            _fail(items, err)
+        except asyncio.CancelledError:
+            _fail(items, errors.Unavailable("the gateway is shutting down", retry_after=self._retry_after))
+            raise
+        except Exception as err:  # a bug: every image of the batch sees it (and answers 500), none hangs
+            logger.exception("batch for %s version %s failed unexpectedly", key.model, key.version)
+            _fail(items, err)
+        finally:
+            lane.inflight.release()
+
+    def _gauge(self, lane: _Lane) -> None:
+        metrics.QUEUE_DEPTH.labels(lane.key.model, str(lane.key.version)).set(len(lane.pending))
+
+
+def _fail(items: list[_Item], err: BaseException) -> None:
+    for item in items:
+        if not item.future.done():
+            item.future.set_exception(err)

@@ -1,0 +1,96 @@
+"""The gateway's settings: one typed class, read from ``SPOTTER_*`` environment variables at start-up."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
+
+from services.training.datasets.settings import DatasetSettings
+
+MiB = 1024 * 1024
+
+
+class GatewaySettings(DatasetSettings):
+    """Everything the gateway process is configured with (env prefix ``SPOTTER_``)."""
+
+    # Where it listens.
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(8080, ge=0, le=65535)
+    grpc_port: int = Field(50051, ge=0, le=65535, description="the gateway's own gRPC API (spotter.v1)")
+    grpc_host: str = Field("0.0.0.0", description="address the gRPC API listens on")
+    grpc_max_message_bytes: int = Field(
+        32 * MiB, ge=64 * 1024, description="largest gRPC message received or sent (an uploaded image is one message)"
+    )
+    grpc_grace_seconds: float = Field(5.0, ge=0, description="on shutdown, time in-flight gRPC calls get to finish")
+    grpc_stream_window: int = Field(
+        8, ge=1, description="frames of one DetectStream served at once (they share batches; answers stay in order)"
+    )
+
+    # The model server (TensorFlow Serving or the embedded one).
+    tfs_grpc: str = Field("127.0.0.1:8500", description="host:port of the model server's gRPC API")
+    tfs_deadline_seconds: float = Field(10.0, gt=0, description="deadline of every model-server call")
+    tfs_max_message_bytes: int = Field(256 * MiB, ge=4 * MiB, description="gRPC max send/receive message size")
+    request_timeout_seconds: float = Field(
+        30.0, gt=0, description="longest a request may wait for its results (queue + model server), then 504"
+    )
+
+    # Batching.
+    max_batch_size: int = Field(16, ge=1, description="1 turns batching off")
+    max_batch_delay_ms: float = Field(
+        5.0, ge=0, description="longest the oldest queued image waits for a batch to fill"
+    )
+    max_queue_size: int = Field(256, ge=1, description="pending images over all models; past it, 503 at once")
+    max_inflight_batches: int = Field(2, ge=1, description="Predict calls in flight per (model, version)")
+
+    # Uploads.
+    max_image_bytes: int = Field(20 * MiB, ge=1)
+    max_image_pixels: int = Field(50_000_000, ge=1)
+
+    # Answers.
+    default_min_score: float = Field(0.5, ge=0.0, le=1.0)
+    default_max_detections: int = Field(100, ge=1, le=1000)
+    default_top_k: int = Field(5, ge=1)
+
+    # Tiling of large images (tile=auto|on|off).
+    tile_overlap: float = Field(0.25, ge=0.0, lt=1.0, description="fraction of a tile shared with its neighbour")
+    max_tiles: int = Field(32, ge=1, description="most tiles per image (the whole image rides along as one more view)")
+    tile_nms_iou: float = Field(0.5, gt=0.0, le=1.0, description="IoU above which merged tile boxes are duplicates")
+    dynamic_input_size: int = Field(
+        640, ge=32, description="canvas size for models whose metadata leaves the input size open (TF OD API exports)"
+    )
+
+    # Models.
+    label_maps: dict[str, Path] = Field(
+        default_factory=dict,
+        description="model name -> label_map.pbtxt, for models without a `labels` signature (JSON in the env)",
+    )
+    model_config_file: Path | None = Field(None, description="TFS models.config: model names and version labels")
+    catalog_refresh_seconds: float = Field(2.0, gt=0, description="how often model status is polled")
+
+    # Access.
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="accepted API keys, comma-separated or a JSON list"
+    )
+    inference_requires_key: bool = False
+    retry_after_seconds: float = Field(1.0, gt=0, description="the Retry-After sent with 503s")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        """Accept ``a,b`` and ``["a", "b"]`` (the env var is a plain string either way)."""
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else [part.strip() for part in text.split(",")]
+        if isinstance(value, list | tuple):
+            return [v for v in value if (v.get_secret_value() if isinstance(v, SecretStr) else str(v).strip())]
+        return value
+
+    @property
+    def max_batch_delay_seconds(self) -> float:
+        return self.max_batch_delay_ms / 1000.0

@@ -1,0 +1,93 @@
+"""The gateway's Prometheus metrics (names and labels as in docs/architecture.md; histograms, never summaries).
+
+They live in prometheus-client's default registry, shared by every transport in the process, so REST and gRPC
+requests land in the same series. A ``model`` label only ever holds a model the catalog knows: a name a client made
+up is counted as ``model="unknown"``, so clients cannot grow the number of series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from services.errors import SpotterError
+
+UNKNOWN_MODEL = "unknown"
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+REQUEST_DURATION = Histogram(
+    "spotter_request_duration_seconds",
+    "Time to answer a request, by endpoint, model, version and status",
+    ["endpoint", "model", "version", "status"],
+    buckets=_LATENCY_BUCKETS,
+)
+QUEUE_SECONDS = Histogram(
+    "spotter_queue_seconds",
+    "Time an image waited in the batch queue before its batch left",
+    ["model", "version"],
+    # Up to the request timeout (30 s by default): a queue that backs up must show in the top buckets.
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+BATCH_SIZE = Histogram(
+    "spotter_batch_size",
+    "Images per Predict call sent to the model server",
+    ["model", "version"],
+    # One bucket per size up to 4, then half-steps up to 64 (max_batch_size is 16 by default, TFS batches to 32).
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64),
+)
+UPSTREAM_SECONDS = Histogram(
+    "spotter_upstream_seconds",
+    "Duration of model-server calls, by method",
+    ["model", "version", "method"],
+    buckets=_LATENCY_BUCKETS,
+)
+DECODE_SECONDS = Histogram(
+    "spotter_decode_seconds",
+    "Time to decode and validate an uploaded image",
+    ["model"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+DETECTIONS_PER_IMAGE = Histogram(
+    "spotter_detections_per_image",
+    "Detections answered per image",
+    ["model", "version"],
+    buckets=(0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
+DETECTION_SCORE = Histogram(
+    "spotter_detection_score",
+    "Scores of the detections answered, by label",
+    ["model", "version", "label"],
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
+)
+INFLIGHT_REQUESTS = Gauge("spotter_inflight_requests", "Requests being served, by endpoint", ["endpoint"])
+QUEUE_DEPTH = Gauge("spotter_queue_depth", "Images waiting in the batch queue", ["model", "version"])
+QUEUE_CAPACITY = Gauge("spotter_queue_capacity", "Images the batch queue holds before it answers 503")
+REJECTED_REQUESTS = Counter(
+    "spotter_rejected_requests_total",
+    "Requests answered with an error, by reason (the error code)",
+    ["model", "reason"],
+)
+TILED_IMAGES = Counter("spotter_tiled_images_total", "Images cut into tiles", ["model"])
+MODEL_UP = Gauge("spotter_model_up", "1 when the model has an AVAILABLE version", ["model"])
+MODEL_SERVER_UP = Gauge("spotter_model_server_up", "1 when the model server answered the last status poll")
+
+_known_models: set[str] = set()
+
+
+def set_known_models(names: Iterable[str]) -> None:
+    """Tell the metrics which model names exist (the catalog calls this after each refresh)."""
+    _known_models.update(names)
+
+
+def model_label(name: str | None) -> str:
+    """The ``model`` label for ``name``: itself if the model exists, ``unknown`` otherwise, ``""`` for none."""
+    if not name:
+        return ""
+    return name if name in _known_models else UNKNOWN_MODEL
+
+
+def record_rejection(model: str | None, exc: SpotterError) -> None:
+    """Count a request answered with one of our errors (every transport calls this once per failed request)."""
+    REJECTED_REQUESTS.labels(model_label(model) or UNKNOWN_MODEL, exc.code).inc()

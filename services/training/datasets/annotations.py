@@ -1,0 +1,71 @@
+"""What every import format is read into before validation: images with their boxes (pixels) or image-level labels.
+
+The readers (:mod:`.voc`, :mod:`.csv_format`, :mod:`.folders`, :mod:`.tfrecord`) only parse; they do not open
+images. :mod:`.validate` then checks each image and box against the real image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from services.vision.boxes import Box
+
+
+class SourceFormat(StrEnum):
+    """The import formats ``spotter dataset import --format`` and ``POST /v1/datasets`` take."""
+
+    VOC = "voc"
+    CSV = "csv"
+    FOLDERS = "folders"
+    TFRECORD = "tfrecord"
+
+
+class DatasetKind(StrEnum):
+    """What a dataset holds: boxes, one label per image, or image-level labels of a detection pool."""
+
+    DETECTION = "detection"
+    CLASSIFICATION = "classification"
+    POOL = "pool"
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectAnnotation:
+    """One labelled box in pixels of the image, with Pascal VOC's flags, and where it was read from."""
+
+    label: str
+    box: Box
+    where: str = ""
+    truncated: bool = False
+    difficult: bool = False
+    view: str = ""
+
+
+@dataclass(slots=True)
+class ImageAnnotation:
+    """One image as a source describes it.
+
+    Attributes:
+        filename: the image's path as the source names it (relative to the import root), used in problems and
+            stored as ``image/filename``.
+        path: the image file on disk, or ``None`` when the source names a file that does not exist.
+        source: the annotation file it came from (the XML, the CSV, the record file), for problems.
+        where: the row or element in ``source``.
+        width, height: the size the source declares, if it declares one.
+        objects: boxes (detection datasets).
+        labels: image-level labels (classification datasets and pools); may be empty for unlabelled pool images.
+    """
+
+    filename: str
+    path: Path | None
+    source: str
+    where: str = ""
+    width: int | None = None
+    height: int | None = None
+    objects: list[ObjectAnnotation] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+
+    def classes(self) -> set[str]:
+        """Every class this image counts for when splitting: its box labels and its image-level labels."""
+        return {o.label for o in self.objects} | set(self.labels)

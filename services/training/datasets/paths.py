@@ -1,0 +1,65 @@
+"""Finding files inside an import's root folder, and never outside it.
+
+Sources name images by paths written on someone else's machine (``C:\\labels\\img 1.jpg``, ``../images/a.jpg``). An
+image is looked for only inside the import root: first at the named relative path, then by its file name anywhere
+under the root (when exactly one file has that name). Symbolic links are never followed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+"""Image files an import takes (the TF Object Detection API's ``image/format`` is ``jpeg`` or ``png``)."""
+
+
+def walk_files(root: Path) -> list[Path]:
+    """Every regular file under ``root``, sorted, without following symbolic links (which are skipped)."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        base = Path(dirpath)
+        for name in sorted(filenames):
+            path = base / name
+            if not path.is_symlink() and path.is_file():
+                found.append(path)
+    return found
+
+
+def is_image_name(path: Path | str) -> bool:
+    return str(path).lower().endswith(IMAGE_SUFFIXES)
+
+
+def index_images(files: list[Path]) -> dict[str, list[Path]]:
+    """The image files among ``files`` by lower-cased file name (a name may occur in several folders)."""
+    index: dict[str, list[Path]] = {}
+    for path in files:
+        if is_image_name(path):
+            index.setdefault(path.name.lower(), []).append(path)
+    return index
+
+
+def find_image(name: str, base_dir: Path, root: Path, images: dict[str, list[Path]]) -> Path | None:
+    """The file that ``name`` means, relative to ``base_dir`` or ``root``, or by file name; ``None`` if not found."""
+    posix = PurePosixPath(name.replace("\\", "/"))
+    if not posix.is_absolute() and ".." not in posix.parts and ":" not in posix.as_posix():
+        for base in (base_dir, root):
+            candidate = base / posix
+            if _inside(candidate, root) and candidate.is_file() and not candidate.is_symlink():
+                return candidate
+    found = images.get(posix.name.lower(), [])
+    if len(found) > 1:
+        # The same name in several folders: the nearest one under the annotation file's folder, if only one is.
+        under = [p for p in found if p.is_relative_to(base_dir)]
+        depth = min((len(p.relative_to(base_dir).parts) for p in under), default=0)
+        found = [p for p in under if len(p.relative_to(base_dir).parts) == depth]
+    return found[0] if len(found) == 1 else None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True

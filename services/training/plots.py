@@ -1,0 +1,98 @@
+"""The PNG artifacts of jobs: the training curve, precision-recall curves, a confusion matrix (matplotlib, Agg).
+
+Each figure is written aside and renamed into place, like every artifact.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: files only (set before pyplot is imported)
+
+import matplotlib.pyplot as plt
+
+
+def _save(figure: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    figure.savefig(tmp, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    tmp.replace(path)
+    return path
+
+
+def training_curve(
+    history: Mapping[str, Sequence[float]],
+    path: Path,
+    *,
+    title: str = "training",
+    marks: Mapping[str, int] | None = None,
+) -> Path:
+    """Loss (and validation loss, and any accuracy) per epoch; ``marks`` draws labelled vertical lines at epochs
+    (e.g. ``{"best": 7, "resumed": 3}``)."""
+    figure, ax = plt.subplots(figsize=(7, 4))
+    for key in sorted(history):
+        values = list(history[key])
+        if not values or "accuracy" in key:
+            continue
+        ax.plot(range(1, len(values) + 1), values, marker="o", label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    accuracy = {k: v for k, v in history.items() if "accuracy" in k and len(v)}
+    if accuracy:
+        right = ax.twinx()
+        for key, series in sorted(accuracy.items()):
+            right.plot(range(1, len(series) + 1), list(series), linestyle="--", label=key)
+        right.set_ylabel("accuracy")
+        right.set_ylim(0, 1)
+        right.legend(loc="center right")
+    for label, epoch in (marks or {}).items():
+        ax.axvline(epoch, color="grey", linestyle=":", linewidth=1)
+        ax.annotate(label, (epoch, 1), xycoords=("data", "axes fraction"), fontsize=8, va="top")
+    ax.legend(loc="upper right")
+    ax.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def precision_recall(curves: Mapping[str, Mapping[str, Any]], path: Path, *, title: str = "precision-recall") -> Path:
+    """One curve per class: ``curves[name] = {"precision": [...], "recall": [...], "ap50": float | None}``."""
+    figure, ax = plt.subplots(figsize=(6, 5))
+    for name, curve in curves.items():
+        recall: list[float] = list(curve.get("recall", []))
+        precision: list[float] = list(curve.get("precision", []))
+        ap = curve.get("ap50")
+        label = f"{name} (AP {ap:.3f})" if isinstance(ap, float) else f"{name} (no objects)"
+        ax.step([0.0, *recall], [1.0 if precision else 0.0, *precision], where="post", label=label)
+    ax.set_xlim(0, 1.01)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(title)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def confusion_matrix(
+    matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Path, *, title: str = "confusion"
+) -> Path:
+    """A confusion matrix (rows: true class, columns: predicted) with counts in the cells."""
+    size = max(4.0, 0.6 * len(classes) + 2)
+    figure, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(classes)), labels=list(classes), rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), labels=list(classes))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    peak = max((max(row) for row in matrix), default=0)
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            ax.text(j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
+    return _save(figure, path)

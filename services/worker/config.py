@@ -1,0 +1,27 @@
+"""The worker's settings (``SPOTTER_*``), built once when ``spotter worker`` (or an in-process import) starts."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from services.training.datasets.settings import DatasetSettings
+from services.worker.queues import ALL_QUEUES
+
+
+class WorkerSettings(DatasetSettings):
+    """What the RQ worker needs: Redis, where data lives, which queues, metrics port; dataset limits are inherited.
+
+    Attributes:
+        worker_queues: the queues to listen to, in priority order.
+        worker_metrics_port: Prometheus metrics of the worker process (0: none).
+        job_monitoring_interval: seconds between the worker's heartbeats for a running job; a dead worker's job is
+            found abandoned about a minute after its last heartbeat.
+        maintenance_interval: seconds between the worker's clean-ups of RQ's registries (abandoned jobs).
+        stale_staging_hours: staging folders of imports older than this are removed when the worker starts.
+    """
+
+    worker_queues: list[str] = Field(default_factory=lambda: list(ALL_QUEUES))
+    worker_metrics_port: int = 9100
+    job_monitoring_interval: int = 10
+    maintenance_interval: int = 120
+    stale_staging_hours: float = 6.0

@@ -1,0 +1,178 @@
+"""Submitting and cancelling jobs of the jobs API, and keeping chains honest (TensorFlow-free: the gateway uses it).
+
+A submission is checked (its type's planner, see :data:`services.worker.jobs.JOB_TYPES`) before anything is queued,
+then becomes a *chain*: jobs enqueued in order, each with RQ's ``depends_on`` on the one before, so RQ starts the next
+only when the previous one finished. Every job of a chain carries the chain in its ``meta`` (``chain``: the ids in
+order, ``depends_on``: the one before). When a job of a chain ends without finishing (failed, stopped, canceled,
+abandoned), the jobs after it are canceled with a reason, rather than left deferred forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+from pydantic import BaseModel
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation
+from rq.job import Job, JobStatus
+
+from services.errors import Conflict, JobNotFound
+from services.training.params import params_json
+from services.training.runs import RunStore
+from services.worker.queues import SERIALIZER, enqueue, fetch_job
+
+logger = logging.getLogger(__name__)
+
+WAITING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.CREATED}
+LIVE = {*WAITING, JobStatus.STARTED}
+ENDED = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
+RETRY_INTERVALS = [10, 60]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedJob:
+    type: str
+    params: BaseModel
+    job_id: str
+
+
+def plan(params: BaseModel, data_dir: Path, model_root: Path) -> list[PlannedJob]:
+    """The chain a submission becomes, every part checked (raises InvalidParameter: nothing is queued)."""
+    from services.worker.jobs import JOB_TYPES
+
+    kind = JOB_TYPES[str(getattr(params, "type"))]  # noqa: B009 - every params model has a literal type
+    return [PlannedJob(str(getattr(p, "type")), p, uuid.uuid4().hex) for p in kind.plan(params, data_dir, model_root)]  # noqa: B009
+
+
+def live_owner(connection: redis.Redis, store: RunStore, run: str, *, exclude: str = "") -> str | None:
+    """The id of a live job (queued or running) that claimed ``run``, or of a queued train job naming it."""
+    owner = store.owner(run)
+    if owner and owner != exclude:
+        try:
+            if fetch_job(owner, connection).get_status() in LIVE:
+                return owner
+        except JobNotFound:  # expired: not live
+            pass
+    return None
+
+
+def submit(connection: redis.Redis, planned: Sequence[PlannedJob], *, data_dir: Path) -> list[Job]:
+    """Enqueue a planned chain (each job after the one before); on a Redis failure part-way, what was enqueued is
+    removed again, so a submission is queued whole or not at all.
+
+    Raises:
+        Conflict: a train job names a run that a live job is training.
+    """
+    from services.worker.jobs import JOB_TYPES
+
+    for job in planned:
+        run = getattr(job.params, "run", None)
+        if job.type == "train" and run:
+            owner = live_owner(connection, RunStore(data_dir), run) or _queued_trainer(connection, run)
+            if owner is not None:
+                raise Conflict(f"run {run!r} is already being trained by job {owner}; wait for it or cancel it")
+    ids = [job.job_id for job in planned]
+    enqueued: list[Job] = []
+    try:
+        for index, job in enumerate(planned):
+            kind = JOB_TYPES[job.type]
+            body = params_json(job.params)
+            parent = ids[index - 1] if index else None
+            enqueued.append(
+                enqueue(
+                    connection,
+                    kind.queue,
+                    kind.func,
+                    {"params": body},
+                    job_type=job.type,
+                    job_id=job.job_id,
+                    timeout=int(body.get("timeout_seconds", 3600)),
+                    retries=1,
+                    retry_intervals=RETRY_INTERVALS,
+                    description=f"{job.type} {body.get('run') or body.get('model') or ''}".strip(),
+                    meta={"params": body, "chain": ids, "depends_on": parent},
+                    depends_on=parent,
+                )
+            )
+    except redis.RedisError:
+        for job_ in enqueued:
+            try:
+                job_.cancel()
+                job_.delete()
+            except redis.RedisError:
+                logger.warning("could not remove job %s of a half-submitted chain", job_.id)
+        raise
+    logger.info("submitted %s", ", ".join(f"{j.type} {j.job_id}" for j in planned))
+    return enqueued
+
+
+def _queued_trainer(connection: redis.Redis, run: str) -> str | None:
+    """A train job naming ``run`` that is waiting (it has not claimed the run yet)."""
+    from services.worker.queues import TRAIN_QUEUE, get_queue
+
+    queue = get_queue(TRAIN_QUEUE, connection)
+    waiting = [
+        *queue.get_job_ids(),
+        *queue.deferred_job_registry.get_job_ids(),
+        *queue.scheduled_job_registry.get_job_ids(),
+    ]
+    for job in Job.fetch_many(waiting, connection=connection, serializer=SERIALIZER):
+        if job is not None and job.meta.get("type") == "train" and (job.meta.get("params") or {}).get("run") == run:
+            return job.id
+    return None
+
+
+def cancel_dependents(job: Job, reason: str) -> list[str]:
+    """Cancel the jobs after ``job`` in its chain that have not started; their ids."""
+    chain: list[str] = list(job.meta.get("chain") or [])
+    if job.id not in chain:
+        return []
+    canceled = []
+    for later in chain[chain.index(job.id) + 1 :]:
+        try:
+            dependent = fetch_job(later, job.connection)
+        except JobNotFound:
+            continue
+        if dependent.get_status() not in WAITING:
+            continue
+        _mark_canceled(dependent, "dependency_failed", reason)
+        canceled.append(later)
+    if canceled:
+        logger.info("job %s: canceled the jobs after it (%s): %s", job.id, ", ".join(canceled), reason)
+    return canceled
+
+
+def _mark_canceled(job: Job, code: str, message: str) -> None:
+    try:
+        job.cancel()
+    except InvalidJobOperation:
+        return  # canceled meanwhile
+    meta: dict[str, Any] = job.get_meta(refresh=True)
+    meta.update(stage="canceled", message=message, error={"code": code, "message": message})
+    job.save_meta()  # type: ignore[no-untyped-call]
+
+
+def cancel(connection: redis.Redis, job_id: str) -> JobStatus:
+    """Cancel a job: a waiting one is canceled, a running one is stopped (RQ's stop command kills its work-horse);
+    the jobs after it in its chain are canceled too. Its status before.
+
+    Raises:
+        JobNotFound: no such job.
+        Conflict: it has already ended.
+    """
+    job = fetch_job(job_id, connection)
+    status = job.get_status()
+    if status in ENDED or status is None:
+        raise Conflict(f"job {job_id} has already ended ({status.value if status else 'unknown'}): nothing to cancel")
+    if status == JobStatus.STARTED:
+        send_stop_job_command(connection, job_id, serializer=SERIALIZER)
+    else:
+        _mark_canceled(job, "canceled", "canceled on request")
+    cancel_dependents(job, f"job {job_id} before it was canceled")
+    return status

@@ -1,0 +1,62 @@
+"""Run ``spotter worker`` as a real subprocess with a test's settings."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from services.worker.config import WorkerSettings
+from tests.support.processes import ServerProcess, spotter_command, start_server
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def worker_env(settings: WorkerSettings) -> dict[str, str]:
+    """The environment of a worker subprocess with the same settings as ``settings``."""
+    return {
+        "SPOTTER_REDIS_URL": settings.redis_url,
+        "SPOTTER_DATA_DIR": str(settings.data_dir),
+        "SPOTTER_WORKER_METRICS_PORT": "0",
+        "SPOTTER_JOB_MONITORING_INTERVAL": str(settings.job_monitoring_interval),
+        "SPOTTER_LOG_JSON": "false",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+
+
+def run_burst_worker(settings: WorkerSettings, log_dir: Path, *args: str, timeout: float = 240) -> str:
+    """Run ``spotter worker --burst`` until the queues are empty; its output (it must exit 0)."""
+    import os
+
+    done = subprocess.run(
+        spotter_command("worker", "--burst", *args),
+        env={**os.environ, **worker_env(settings)},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / "worker.log").write_text(done.stdout + done.stderr)
+    assert done.returncode == 0, f"worker exited with {done.returncode}:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (a worker's work-horse and its scheduler)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def start_worker(settings: WorkerSettings, log_dir: Path, ready: Callable[[], bool]) -> ServerProcess:
+    """A long-running ``spotter worker``; ``ready`` says when the test may go on (e.g. a job has started)."""
+    return start_server(
+        "worker", spotter_command("worker"), log_dir=log_dir, ready=ready, env=worker_env(settings), cwd=REPO
+    )
