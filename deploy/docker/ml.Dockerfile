@@ -52,6 +52,8 @@ ENTRYPOINT ["spotter"]
 
 # --- worker: `spotter worker` (RQ); Prometheus metrics on 9100 -------------------------------------------------
 FROM ml AS worker
+# The demo model, for compose's model-seed to copy into an empty model volume.
+COPY --chown=10001:10001 models/demo/ /opt/spotter/demo/
 EXPOSE 9100
 # For plain `docker run`; compose and Kubernetes declare their own checks.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

@@ -1,4 +1,4 @@
-"""``spotter train|evaluate|export`` and ``spotter jobs list|show|cancel``.
+"""``spotter train|evaluate|export|active-learning`` and ``spotter jobs list|show|cancel``.
 
 Jobs are submitted to a gateway (``--url``, API key from ``--api-key`` or ``SPOTTER_API_KEY``) and followed with a
 progress bar (polling ``GET /v1/jobs/{id}``), chain included; or, with ``--local``, run in this process on this
@@ -35,6 +35,7 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train)
     app.command("evaluate")(evaluate)
     app.command("export")(export)
+    app.command("active-learning")(active_learning)
     jobs = typer.Typer(help="List, show and cancel jobs on a gateway.", no_args_is_help=True)
     jobs.command("list")(list_command)
     jobs.command("show")(show_command)
@@ -175,7 +176,9 @@ def _run_local(body: dict[str, Any]) -> list[dict[str, Any]]:
                 with job_run(job.type, settings.data_dir) as run:
                     reporter = _BarReporter(run, bar, task)
                     if job.type == "train":
-                        result = pipeline.train(job.params, reporter, settings.data_dir)  # type: ignore[arg-type]
+                        result = pipeline.train(job.params, reporter, settings.data_dir, settings.model_root)  # type: ignore[arg-type]
+                    elif job.type == "active-learning":
+                        result = _active_learning_local(job.params, reporter, settings)
                     elif job.type == "evaluate":
                         result = pipeline.evaluate(job.params, reporter, settings.data_dir, settings.model_root)  # type: ignore[arg-type]
                     else:
@@ -188,6 +191,17 @@ def _run_local(body: dict[str, Any]) -> list[dict[str, Any]]:
     return records
 
 
+def _active_learning_local(params: Any, reporter: _BarReporter, settings: Any) -> dict[str, Any]:
+    """An active-learning job in this process; ``predict_via: gateway`` goes to ``SPOTTER_GATEWAY_URL``."""
+    from services.training import active_learning as al
+    from services.training.pool_predict import gateway_predictor
+
+    predict = None
+    if params.predict_via == "gateway":
+        predict = gateway_predictor(settings.gateway_url, settings.gateway_api_key, params)
+    return al.run(params, reporter, settings.data_dir, settings.model_root, predict=predict)
+
+
 def _print_record(record: dict[str, Any]) -> None:
     state = record.get("state")
     colour = {"finished": "green", "failed": "red", "canceled": "yellow", "stopped": "yellow"}.get(str(state), "cyan")
@@ -195,7 +209,8 @@ def _print_record(record: dict[str, Any]) -> None:
     if record.get("error"):
         out.print(f"  error: {record['error'].get('code')}: {record['error'].get('message')}", highlight=False)
     result = record.get("result") or {}
-    for key in ("run", "epochs_done", "best_epoch", "train_seconds", "map50", "map50_coco101", "map_coco", "accuracy"):
+    keys = ("run", "epochs_done", "best_epoch", "train_seconds", "map50", "map50_coco101", "map_coco", "accuracy")
+    for key in (*keys, "stopped", "report"):
         if key in result:
             out.print(f"  {key}: {result[key]}", highlight=False)
     if "version" in result and "model" in result:
@@ -305,6 +320,64 @@ def export(
 ) -> None:
     """Export a trained run, gate it against the served version, and publish it."""
     body = _params({"type": "export", "run": run, "model": model, "threshold": threshold, "force": force})
+    _run(body, local=local, url=url, api_key=api_key, follow=follow, as_json=as_json)
+
+
+def active_learning(
+    model: Annotated[str, typer.Option(help="the detector to improve (published); new versions go there")],
+    dataset: Annotated[str, typer.Option(help="the boxed detection dataset")],
+    pool: Annotated[
+        str | None, typer.Option(help="a folder of images, one sub-folder per class (root images: no label)")
+    ] = None,
+    pool_dataset: Annotated[str | None, typer.Option(help="or a pool dataset")] = None,
+    version: Annotated[int | None, typer.Option(help="the version to start from (default: the latest)")] = None,
+    dataset_version: Annotated[int | None, typer.Option()] = None,
+    rounds: Annotated[int, typer.Option()] = 3,
+    min_score: Annotated[float, typer.Option(help="accept a labelled image's boxes from this score")] = 0.9,
+    unlabelled_min_score: Annotated[float, typer.Option(help="the same for images without a label")] = 0.97,
+    candidate_score: Annotated[float, typer.Option(help="boxes from this score are candidates")] = 0.2,
+    min_gain: Annotated[float, typer.Option(help="stop when a round raises mAP@0.5 less")] = 0.005,
+    predict_via: Annotated[str, typer.Option(help="local or gateway")] = "local",
+    epochs: Annotated[int, typer.Option(help="per round")] = 3,
+    steps_per_epoch: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int, typer.Option()] = 16,
+    train_size: Annotated[int | None, typer.Option(help="training crops")] = None,
+    learning_rate: Annotated[float, typer.Option()] = 5e-4,
+    threshold: Annotated[float, typer.Option(help="the export gate's allowed drop per round")] = 0.02,
+    force: Annotated[bool, typer.Option(help="publish each round even if the gate refuses")] = False,
+    seed: Annotated[int, typer.Option()] = 0,
+    local: Local = False,
+    url: Url = GATEWAY,
+    api_key: ApiKey = None,
+    follow: Follow = True,
+    as_json: AsJson = False,
+) -> None:
+    """Grow a boxed dataset from images labelled as a whole, round by round (predict, accept or review, retrain)."""
+    body = _params(
+        {
+            "type": "active-learning",
+            "model": model,
+            "version": version,
+            "dataset": dataset,
+            "dataset_version": dataset_version,
+            "pool": pool,
+            "pool_dataset": pool_dataset,
+            "rounds": rounds,
+            "min_score": min_score,
+            "unlabelled_min_score": unlabelled_min_score,
+            "candidate_score": candidate_score,
+            "min_gain": min_gain,
+            "predict_via": predict_via,
+            "epochs": epochs,
+            "steps_per_epoch": steps_per_epoch,
+            "batch_size": batch_size,
+            "train_size": train_size,
+            "learning_rate": learning_rate,
+            "threshold": threshold,
+            "force": force or None,
+            "seed": seed,
+        }
+    )
     _run(body, local=local, url=url, api_key=api_key, follow=follow, as_json=as_json)
 
 

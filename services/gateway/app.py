@@ -8,37 +8,24 @@ lifespan on the same event loop and the same dataplane and batcher, so gRPC and 
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from types import ModuleType
 
 from fastapi import Depends, FastAPI
 from redis.asyncio import Redis
 
 from services.gateway.api.errors import install_error_handlers
 from services.gateway.api.middleware import RequestContextMiddleware, track_inflight
+from services.gateway.api.routes import datasets, health, jobs, models
 from services.gateway.batcher import Batcher
 from services.gateway.catalog import ModelCatalog
 from services.gateway.config import GatewaySettings
 from services.gateway.dataplane import Dataplane, tfs_batch_predictor
+from services.gateway.rpc import server as rpc_server
 from services.gateway.tfs import TfsClient
 
 logger = logging.getLogger(__name__)
-
-# Route modules, one per resource; datasets and jobs are added by their own parts of Spotter when present.
-_ROUTES = ("health", "models", "datasets", "jobs")
-_RPC_SERVER = "services.gateway.rpc.server"
-
-
-def _optional_module(name: str) -> ModuleType | None:
-    try:
-        found = importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:  # its package is not there at all
-        found = False
-    return importlib.import_module(name) if found else None
 
 
 @asynccontextmanager
@@ -71,9 +58,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.push_async_callback(batcher.close)
         stack.push_async_callback(catalog.close)
         await catalog.start()
-        rpc = _optional_module(_RPC_SERVER)
-        if rpc is not None:
-            await stack.enter_async_context(rpc.lifespan(app))
+        await stack.enter_async_context(rpc_server.lifespan(app))
         logger.info("gateway started: model server %s, models %s", settings.tfs_grpc, catalog.names())
         yield
 
@@ -90,9 +75,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    for name in _ROUTES:
-        module = _optional_module(f"services.gateway.api.routes.{name}")
-        if module is not None:
-            app.include_router(module.router)
+    for routes in (health, models, datasets, jobs):
+        app.include_router(routes.router)
     app.add_middleware(RequestContextMiddleware)
     return app

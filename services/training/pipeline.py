@@ -71,7 +71,8 @@ def bn_momentum(steps_per_epoch: int) -> float:
 
 
 def _spec(params: TrainParams, kind: str, classes: tuple[str, ...], data_dir: Path, steps: int) -> ModelSpec:
-    weights = None if params.weights == "none" else params.weights
+    # A run started from another run's weights needs no pretrained backbone: they are overwritten at once.
+    weights = None if params.weights == "none" or params.init_from_run or params.init_from_model else params.weights
     if weights not in (None, "imagenet"):
         weights = str(resolve_path(weights, data_dir))
     momentum = bn_momentum(steps)
@@ -101,8 +102,9 @@ def _spec(params: TrainParams, kind: str, classes: tuple[str, ...], data_dir: Pa
     )
 
 
-def train(params: TrainParams, reporter: Reporter, data_dir: Path) -> dict[str, Any]:
-    """Train (or resume) ``params.run``; the job's result (see the module's text)."""
+def train(params: TrainParams, reporter: Reporter, data_dir: Path, model_root: Path | None = None) -> dict[str, Any]:
+    """Train (or resume) ``params.run``; the job's result (see the module's text). ``model_root`` is where
+    ``init_from_model`` is read."""
     if params.run is None:
         raise InvalidParameter("a train job needs a run name (the gateway gives one)")
     store = DatasetStore(data_dir)
@@ -155,6 +157,8 @@ def train(params: TrainParams, reporter: Reporter, data_dir: Path) -> dict[str, 
             checkpoint.epoch,
             int(model.optimizer.iterations.numpy()),
         )
+    elif params.init_from_run is not None or params.init_from_model is not None:
+        _init_weights(model, params, runs, model_root)
     info = RunInfo(params.run, identity, spec.to_dict(), params.model_dump(), epochs_done=initial_epoch)
     runs.write_info(info)
     runs.claim(params.run, reporter.id)
@@ -252,6 +256,26 @@ def train(params: TrainParams, reporter: Reporter, data_dir: Path) -> dict[str, 
         "weights": str(run_dir / "final"),
         "tensorboard": str(run_dir / "tensorboard"),
     }
+
+
+def _init_weights(model: Any, params: TrainParams, runs: RunStore, model_root: Path | None) -> None:
+    """Start a new run from another run's final weights, or from a published detector version's."""
+    import tensorflow as tf
+
+    if params.init_from_run is not None:
+        source = f"run {params.init_from_run}"
+        weights = load_final(runs.path(params.init_from_run) / "final")[1].get_weights()
+    else:
+        if model_root is None or params.init_from_version is None:
+            raise InvalidParameter("init_from_model needs the model root and a version (checked at submit)")
+        source = f"model {params.init_from_model} version {params.init_from_version}"
+        loaded = tf.saved_model.load(str(model_root / str(params.init_from_model) / str(params.init_from_version)))
+        weights = [v.numpy() for v in loaded.weights]
+    try:
+        model.set_weights(weights)
+    except ValueError as exc:
+        raise InvalidParameter(f"{source}'s weights do not fit this model: {exc}") from exc
+    log.info("run %s starts from %s's weights", params.run, source)
 
 
 def _progress(reporter: Reporter, start: float, end: float, stage: str) -> Any:

@@ -96,3 +96,38 @@ def confusion_matrix(
         for j, count in enumerate(row):
             ax.text(j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
     return _save(figure, path)
+
+
+def active_learning_rounds(
+    rounds: Sequence[int],
+    ap: Mapping[str, Sequence[float | None]],
+    accepted: Sequence[int],
+    review: Sequence[int],
+    path: Path,
+    *,
+    title: str = "active learning",
+) -> Path:
+    """Validation AP@0.5 per class (and ``mean``) after each round (round 0: the starting version), with the images
+    accepted and sent to review per round as bars on a second axis."""
+    figure, ax = plt.subplots(figsize=(7, 4.5))
+    counts = ax.twinx()
+    width = 0.35
+    xs = list(rounds[1:])
+    counts.bar([x - width / 2 for x in xs], accepted, width, color="tab:green", alpha=0.3, label="accepted")
+    counts.bar([x + width / 2 for x in xs], review, width, color="tab:red", alpha=0.3, label="review")
+    counts.set_ylabel("images")
+    counts.legend(loc="center right", fontsize=8)
+    for name, values in ap.items():
+        points = [(r, v) for r, v in zip(rounds, values, strict=True) if v is not None]
+        style = {"linewidth": 2.5, "color": "black"} if name == "mean" else {"linewidth": 1}
+        ax.plot([r for r, _ in points], [v for _, v in points], marker="o", label=name, **style)
+    ax.set_zorder(counts.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    ax.set_xticks(list(rounds))
+    ax.set_xlabel("round (0: the starting version)")
+    ax.set_ylabel("validation AP@0.5")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(figure, path)

@@ -18,6 +18,8 @@ class WorkerSettings(DatasetSettings):
             found abandoned about a minute after its last heartbeat.
         maintenance_interval: seconds between the worker's clean-ups of RQ's registries (abandoned jobs).
         stale_staging_hours: staging folders of imports older than this are removed when the worker starts.
+        gateway_url: the gateway active-learning jobs predict through (``predict_via: gateway``).
+        gateway_api_key: sent to it as ``X-API-Key`` (when its inference needs a key).
     """
 
     worker_queues: list[str] = Field(default_factory=lambda: list(ALL_QUEUES))
@@ -25,3 +27,5 @@ class WorkerSettings(DatasetSettings):
     job_monitoring_interval: int = 10
     maintenance_interval: int = 120
     stale_staging_hours: float = 6.0
+    gateway_url: str | None = None
+    gateway_api_key: str | None = None

@@ -22,9 +22,11 @@ from services.training.datasets.importer import ImportRequest, Progress, import_
 from services.training.datasets.report import problems_table, render_text, summary_table
 from services.training.datasets.storage import DatasetStore
 from services.training.params import (
+    ActiveLearningParams,
     EvaluateParams,
     ExportParams,
     TrainParams,
+    check_active_learning,
     check_evaluate,
     check_export,
     check_train,
@@ -94,6 +96,7 @@ def import_dataset_job(body: dict[str, Any]) -> dict[str, Any]:
 TRAIN_JOB = "services.worker.jobs.train_job"
 EVALUATE_JOB = "services.worker.jobs.evaluate_job"
 EXPORT_JOB = "services.worker.jobs.export_job"
+ACTIVE_LEARNING_JOB = "services.worker.jobs.active_learning_job"
 
 Planner = Callable[[Any, Path, Path], list[BaseModel]]
 """``(params, data_dir, model_root) -> the chain of checked params`` (raises InvalidParameter; nothing is queued)."""
@@ -112,7 +115,7 @@ class JobType:
 
 def _plan_train(params: TrainParams, data_dir: Path, model_root: Path) -> list[BaseModel]:
     """A train job, then (as asked) an evaluate job and an export job on the same run, each after the one before."""
-    train = check_train(params, data_dir)
+    train = check_train(params, data_dir, model_root)
     assert train.run is not None
     chain: list[BaseModel] = [train]
     data = {"dataset": train.dataset, "dataset_version": train.dataset_version}
@@ -135,6 +138,13 @@ JOB_TYPES: dict[str, JobType] = {
     ),
     "export": JobType(
         "export", ExportParams, EXPORT_JOB, TRAIN_QUEUE, lambda p, data_dir, model_root: [check_export(p, data_dir)]
+    ),
+    "active-learning": JobType(
+        "active-learning",
+        ActiveLearningParams,
+        ACTIVE_LEARNING_JOB,
+        TRAIN_QUEUE,
+        lambda p, data_dir, model_root: [check_active_learning(p, data_dir, model_root)],
     ),
 }
 
@@ -160,7 +170,7 @@ def train_job(body: dict[str, Any]) -> dict[str, Any]:
         _claim_run(params.run, run)
         from services.training import pipeline
 
-        return finish(run, pipeline.train(params, run, settings.data_dir))
+        return finish(run, pipeline.train(params, run, settings.data_dir, settings.model_root))
 
 
 def evaluate_job(body: dict[str, Any]) -> dict[str, Any]:
@@ -182,3 +192,20 @@ def export_job(body: dict[str, Any]) -> dict[str, Any]:
         from services.training import pipeline
 
         return finish(run, pipeline.export(params, run, settings.data_dir, settings.model_root))
+
+
+def active_learning_job(body: dict[str, Any]) -> dict[str, Any]:
+    """Grow a dataset from a pool round by round; artifacts: ``active_learning.json``, ``rounds.png``,
+    ``problems.json``, ``round-N/`` (review list, contact sheet, VOC folder; training, evaluation and gate files)."""
+    settings = worker_settings()
+    with job_run("active-learning", settings.data_dir) as run:
+        params = ActiveLearningParams.model_validate(body["params"])
+        from services.training import active_learning
+
+        predict = None
+        if params.predict_via == "gateway":
+            from services.training.pool_predict import gateway_predictor
+
+            predict = gateway_predictor(settings.gateway_url, settings.gateway_api_key, params)
+        result = active_learning.run(params, run, settings.data_dir, settings.model_root, predict=predict)
+        return finish(run, result)

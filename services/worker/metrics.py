@@ -34,7 +34,7 @@ from services.worker.queues import ALL_QUEUES, get_queue
 
 logger = logging.getLogger(__name__)
 
-JOB_TYPES = ("import", "train", "evaluate", "export", "active_learning")
+JOB_TYPES = ("import", "train", "evaluate", "export", "active-learning")
 """Job types whose series exist from the start (at 0), so that ``increase()`` sees their first job."""
 OUTCOMES = ("finished", "failed", "rejected", "stopped", "canceled", "retried")
 """``finished``; ``failed`` (the system's fault: an unexpected error, a killed or timed-out job, not retried any

@@ -30,34 +30,44 @@ def _iso(value: Any) -> str | None:
     return value.isoformat(timespec="seconds").replace("+00:00", "Z") if value is not None else None
 
 
+ARTIFACT_LISTING_DEPTH = 2
+"""Listed: a job's files and those one folder down (``round-1/review.json``); deeper files (a VOC export's images)
+are served by their path but not listed."""
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
 def artifacts(data_dir: Path, job_id: str) -> list[dict[str, Any]]:
-    """The files of a job's artifact folder (hidden temporary files left out)."""
+    """The files of a job's artifact folder and its sub-folders (hidden temporary files left out)."""
     folder = job_dir(data_dir, job_id)
     if not folder.is_dir():
         return []
-    return [
-        {
-            "name": p.name,
-            "bytes": p.stat().st_size,
-            "url": f"/v1/jobs/{job_id}/artifacts/{p.name}",
-            "path": str(p),
-        }
-        for p in sorted(folder.iterdir())
-        if p.is_file() and not p.name.startswith(".")
-    ]
+    found = []
+    for p in sorted(folder.rglob("*")):
+        relative = p.relative_to(folder)
+        if len(relative.parts) > ARTIFACT_LISTING_DEPTH or _hidden(relative) or p.is_symlink() or not p.is_file():
+            continue
+        name = relative.as_posix()
+        found.append(
+            {"name": name, "bytes": p.stat().st_size, "url": f"/v1/jobs/{job_id}/artifacts/{name}", "path": str(p)}
+        )
+    return found
 
 
 def artifact_path(data_dir: Path, job_id: str, name: str) -> Path:
-    """The file ``name`` of a job's artifacts: only a plain file directly in its folder, never a path out of it.
+    """The file ``name`` (a relative path with ``/``) of a job's artifacts, never a path out of its folder.
 
     Raises:
-        NotFound: no such artifact (or a name that is not a plain file name).
+        NotFound: no such artifact (or a name that is not a plain relative path: ``..``, hidden parts, a symlink).
     """
     folder = job_dir(data_dir, job_id)
-    if name in ("", ".", "..") or "/" in name or "\\" in name or name.startswith(".") or "\x00" in name:
+    parts = name.split("/")
+    if "\\" in name or "\x00" in name or any(part in ("", ".", "..") or part.startswith(".") for part in parts):
         raise NotFound(f"job {job_id} has no artifact {name!r}")
-    path = folder / name
-    if not path.is_file() or path.is_symlink() or path.resolve().parent != folder.resolve():
+    path = folder.joinpath(*parts)
+    if not path.is_file() or path.is_symlink() or not path.resolve().is_relative_to(folder.resolve()):
         raise NotFound(f"job {job_id} has no artifact {name!r}")
     return path
 

@@ -71,8 +71,9 @@ def test_only_the_worker_writes_models(overlay: tuple[str, list[Doc]]) -> None:
                 if not (mount.get("readOnly") and claim.get("readOnly")):
                     writers.append(name)
     assert writers == ["spotter-worker"]
+    # The gateway reads the repository (submit-time checks of jobs naming a published model), read-only.
     gateway = find(docs, "Deployment", "spotter-gateway")["spec"]["template"]["spec"]
-    assert "spotter-models" not in {v.get("persistentVolumeClaim", {}).get("claimName") for v in gateway["volumes"]}
+    assert "spotter-models" in {v.get("persistentVolumeClaim", {}).get("claimName") for v in gateway["volumes"]}
 
 
 def test_tfs_serves_the_shared_models_with_its_config(overlay: tuple[str, list[Doc]]) -> None:

@@ -154,21 +154,28 @@ def test_cancel_a_queued_chain_then_409_and_404(client: TestClient, settings: Ga
     assert client.get("/v1/jobs/nope", headers=KEY).json()["error"]["code"] == "job_not_found"
 
 
-def test_artifacts_are_served_by_plain_name_only(client: TestClient, settings: GatewaySettings) -> None:
+def test_artifacts_are_served_from_the_job_folder_only(client: TestClient, settings: GatewaySettings) -> None:
     job_id = submit(client, TRAIN).json()["job_id"]
     folder = job_dir(settings.data_dir, job_id)
-    folder.mkdir(parents=True)
+    (folder / "round-1" / "voc").mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps({"loss": [1.0]}))
+    (folder / "round-1" / "review.json").write_text("[]")
+    (folder / "round-1" / "voc" / "a.xml").write_text("<annotation/>")
     (folder / ".metrics.json.1.tmp").write_text("half")
     (settings.data_dir / "secret.txt").write_text("no")
+    (folder / "link.txt").symlink_to(settings.data_dir / "secret.txt")
     record = client.get(f"/v1/jobs/{job_id}", headers=KEY).json()
-    assert [a["name"] for a in record["artifacts"]] == ["metrics.json"]
+    assert [a["name"] for a in record["artifacts"]] == ["metrics.json", "round-1/review.json"]  # two levels listed
     artifact = record["artifacts"][0]
     assert artifact["url"] == f"/v1/jobs/{job_id}/artifacts/metrics.json" and artifact["path"] == str(
         folder / "metrics.json"
     )
     got = client.get(artifact["url"], headers=KEY)
     assert got.status_code == 200 and got.json() == {"loss": [1.0]}
-    for name in ("..%2F..%2Fsecret.txt", "%2E%2E", ".metrics.json.1.tmp", "nope.png"):
+    deep = client.get(f"/v1/jobs/{job_id}/artifacts/round-1/voc/a.xml", headers=KEY)
+    assert deep.status_code == 200 and deep.text == "<annotation/>"
+    for name in ("..%2F..%2Fsecret.txt", "round-1/..%2F..%2F..%2Fsecret.txt", "%2E%2E", ".metrics.json.1.tmp"):
+        assert client.get(f"/v1/jobs/{job_id}/artifacts/{name}", headers=KEY).status_code == 404, name
+    for name in ("nope.png", "link.txt", "round-1", "round-1/.hidden"):
         assert client.get(f"/v1/jobs/{job_id}/artifacts/{name}", headers=KEY).status_code == 404, name
     assert client.get(f"/v1/jobs/{job_id}/artifacts/metrics.json").status_code == 401

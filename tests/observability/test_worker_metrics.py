@@ -58,7 +58,7 @@ def test_outcomes(status: JobStatus | None, meta: dict[str, Any], outcome: str) 
 def test_job_series_exist_before_the_first_job(connection: redis.Redis) -> None:
     """At 0 from the start, so that increase() and the SpotterJobsFailing alert see the very first failure."""
     samples = scrape(connection)
-    for job_type in ("import", "train", "evaluate", "export", "active_learning"):
+    for job_type in ("import", "train", "evaluate", "export", "active-learning"):
         for outcome in ("finished", "failed", "rejected"):
             assert f'spotter_jobs_total{{outcome="{outcome}",type="{job_type}"}}' in samples
 

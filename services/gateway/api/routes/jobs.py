@@ -61,6 +61,16 @@ _EXAMPLES = {
         "summary": "export a trained run",
         "value": {"type": "export", "run": "shapes-1a2b3c4d", "model": "shapes"},
     },
+    "active-learning": {
+        "summary": "grow a boxed dataset from a pool labelled by class folder",
+        "value": {
+            "type": "active-learning",
+            "model": "shapes",
+            "dataset": "shapes",
+            "pool": "pools/shapes",
+            "rounds": 3,
+        },
+    },
 }
 
 
@@ -146,12 +156,12 @@ async def cancel_job(job_id: str, settings: SettingsDep, _: ApiKeyDep) -> dict[s
 
 
 @router.get(
-    "/jobs/{job_id}/artifacts/{name}",
+    "/jobs/{job_id}/artifacts/{name:path}",
     responses={**_ERRORS, 200: {"description": "the file (PNG, JSON, text)"}},
     response_class=FileResponse,
 )
 async def get_artifact(job_id: str, name: str, settings: SettingsDep, _: ApiKeyDep) -> FileResponse:
-    """One of a job's artifacts (a plain file name from its record's ``artifacts``)."""
+    """One of a job's artifacts (a name from its record's ``artifacts``, e.g. ``round-1/review.json``)."""
     from services.worker.records import artifact_path
 
     path = await run_in_threadpool(artifact_path, settings.data_dir, job_id, name)
