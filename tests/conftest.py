@@ -7,6 +7,7 @@ TensorFlow: anything that needs it (the model server, the worker, training) runs
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,8 @@ import pytest
 import redis
 
 REPO = Path(__file__).resolve().parent.parent
-TEST_REDIS_DB = 13
+TEST_REDIS_DB = int(os.environ.get("SPOTTER_TEST_REDIS_DB", "13"))
+"""The Redis database the tests flush (another number lets two checkouts run their tests at once)."""
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
