@@ -211,7 +211,9 @@ def train(params: TrainParams, reporter: Reporter, data_dir: Path, model_root: P
     )
     train_seconds = time.monotonic() - started
     epochs_done = len(next(iter(state.history.values()), []))
-    if validation_data is not None and state.best_epoch and state.best_epoch != epochs_done:
+    # Early stopping keeps the best epoch's weights; a run that went the distance keeps its last ones (with a few
+    # steps an epoch, inference-mode validation lags the weights, and "best" would often be the first epoch).
+    if validation_data is not None and state.stopped_early and state.best_epoch and state.best_epoch != epochs_done:
         best = checkpoint_for_epoch(run_dir / "checkpoints", state.best_epoch)
         if best is not None:
             log.info("keeping epoch %d's weights (best validation loss %.4f)", state.best_epoch, state.best_loss)

@@ -10,6 +10,9 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import numpy as np
+from PIL import Image, ImageDraw
+
 from services.training.datasets.annotations import ObjectAnnotation
 from services.training.datasets.voc import write_voc
 from services.training.synthetic import Scene, generate_scenes
@@ -68,6 +71,37 @@ def write_folders_dataset(folder: Path, items: list[Scene]) -> dict[str, str]:
         scene.image.save(folder / label / name, format="JPEG", quality=95)
         labels[f"{label}/{name}"] = label
     return labels
+
+
+def road_image(rng: np.random.Generator, size: int = 96) -> Image.Image:
+    """A stand-in for a road photo: asphalt grey with a dashed lane line at a random place and tilt."""
+    grey = int(rng.integers(70, 120))
+    image = Image.fromarray(np.clip(grey + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    x, tilt = int(rng.integers(20, size - 20)), int(rng.integers(-25, 25))
+    for y in range(0, size, 16):
+        draw.line([(x + tilt * y / size, y), (x + tilt * (y + 9) / size, y + 9)], fill=(235, 235, 235), width=3)
+    return image
+
+
+def field_image(rng: np.random.Generator, size: int = 96) -> Image.Image:
+    """A stand-in for anything but a road: grass-green noise with patches of soil."""
+    base = np.array([60 + rng.integers(0, 40), 110 + rng.integers(0, 50), 40 + rng.integers(0, 30)])
+    image = Image.fromarray(np.clip(base + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(2, 6))):
+        cx, cy, r = int(rng.integers(0, size)), int(rng.integers(0, size)), int(rng.integers(5, 15))
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(110, 80, 50))
+    return image
+
+
+def write_roads_dataset(folder: Path, per_class: int = 16, *, seed: int = 0) -> None:
+    """Folder per class, ``road/`` and ``not-road/``: the MobileNet road / not-road classifier's use case."""
+    rng = np.random.default_rng(seed)
+    for label, make in (("road", road_image), ("not-road", field_image)):
+        (folder / label).mkdir(parents=True)
+        for i in range(per_class):
+            make(rng).save(folder / label / f"{label}-{i:03d}.png")
 
 
 def zip_folder(folder: Path, archive: Path, prefix: str = "") -> Path:

@@ -23,8 +23,7 @@ from services.training.datasets.storage import DatasetStore
 from services.training.gate import GateRefused
 from services.training.params import EvaluateParams, ExportParams, TrainParams, check_train
 from services.training.runs import RunStore
-from services.training.synthetic import generate_scenes
-from tests.datasets.fixtures import scenes, write_voc_dataset
+from tests.datasets.fixtures import scenes, write_roads_dataset, write_voc_dataset
 
 DEMO = Path(__file__).resolve().parents[3] / "models" / "demo" / "1"
 
@@ -54,16 +53,13 @@ class Reporter:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``shapes`` (detection, 24 scenes of 320 px, the demo's scale) and ``roads`` (classification: scenes with
-    circles only vs squares only, a stand-in for road / not-road)."""
+    """``shapes`` (detection, 24 scenes of 320 px, the demo's scale) and ``roads`` (classification: road-like vs
+    field-like images, 16 of each)."""
     base = tmp_path_factory.mktemp("pipeline")
     write_voc_dataset(base / "voc", scenes(count=24, size=320))
     store = DatasetStore(base / "data")
     import_dataset(ImportRequest(name="shapes", format=SourceFormat.VOC, source=base / "voc", split=0.75), store)
-    for label, shape in (("road", "circle"), ("not-road", "square")):
-        (base / "folders" / label).mkdir(parents=True)
-        for i, scene in enumerate(generate_scenes(5, 12, width=96, height=96, objects=(2, 3), classes=[shape])):
-            scene.image.save(base / "folders" / label / f"{i:03d}.png")
+    write_roads_dataset(base / "folders", per_class=16)
     import_dataset(ImportRequest(name="roads", format=SourceFormat.FOLDERS, source=base / "folders", split=0.75), store)
     return base / "data"
 
@@ -122,11 +118,12 @@ def test_an_interrupted_run_is_resumed_by_a_new_job_from_its_last_checkpoint(
 
 
 def test_a_classifier_trains_evaluates_and_exports_with_the_classifier_signatures(data: Path, tmp_path: Path) -> None:
-    params = check_train(small("roads", "cls", epochs=3, steps_per_epoch=4, patience=1), data)
-    trained = pipeline.train(params, Reporter(tmp_path, "train"), data)
+    params = small("roads", "cls", epochs=4, steps_per_epoch=8, batch_size=8, learning_rate=0.01)
+    trained = pipeline.train(check_train(params, data), Reporter(tmp_path, "train"), data)
     assert trained["kind"] == "classifier" and "val_accuracy" in trained["metrics"]
     evaluated = pipeline.evaluate(EvaluateParams(run="cls"), Reporter(tmp_path, "eval"), data, tmp_path / "models")
-    assert evaluated["kind"] == "classifier" and 0.0 <= evaluated["accuracy"] <= 1.0
+    # 32 steps from scratch tell road from field on the 8 validation images (1.0 measured; chance is 0.5).
+    assert evaluated["kind"] == "classifier" and evaluated["accuracy"] >= 0.75, evaluated
     assert (tmp_path / "eval" / "confusion_matrix.png").is_file()
     report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert report["confusion_matrix"]["classes"] == ["not-road", "road"]
