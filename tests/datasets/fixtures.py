@@ -34,7 +34,8 @@ def write_voc_dataset(folder: Path, items: list[Scene], *, fmt: str = "JPEG") ->
         name = f"scene_{i:03d}{suffix}"
         scene.image.save(folder / "images" / name, format=fmt, quality=95)
         objects = [ObjectAnnotation(o.label, o.box) for o in scene.objects]
-        write_voc(folder / "annotations" / f"scene_{i:03d}.xml", name, SIZE, SIZE, objects, folder="images")
+        width, height = scene.image.size
+        write_voc(folder / "annotations" / f"scene_{i:03d}.xml", name, width, height, objects, folder="images")
         names.append(name)
     return names
 
