@@ -3,8 +3,8 @@
 batcher groups them as it groups any clients' requests. TensorFlow-free.
 
 A version the job has just published is only served once the model server has loaded it: the predictor waits for
-``GET /v1/models/{name}`` to list it as available. A 503 or 429 (queue full, model loading) is retried after the
-gateway's ``Retry-After``; any other refusal fails the job with the gateway's message.
+``GET /v1/models/{name}`` to list it as available. A 503 or 429 (queue full, model loading) is retried (8 tries,
+half a second apart); any other refusal fails the job with the gateway's message.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ class GatewayPredictor:
         self._wait_served(version)
         with ThreadPoolExecutor(self._in_flight, thread_name_prefix="pool-detect") as workers:
             return list(workers.map(lambda image: self._detect(image, version), images))
+
+    def close(self) -> None:
+        self._client.close()
 
     def _served(self, version: int) -> bool:
         answer = self._client.get(f"/v1/models/{self._model}")

@@ -202,10 +202,13 @@ def active_learning_job(body: dict[str, Any]) -> dict[str, Any]:
         params = ActiveLearningParams.model_validate(body["params"])
         from services.training import active_learning
 
-        predict = None
-        if params.predict_via == "gateway":
-            from services.training.pool_predict import gateway_predictor
+        if params.predict_via != "gateway":
+            return finish(run, active_learning.run(params, run, settings.data_dir, settings.model_root))
+        from services.training.pool_predict import gateway_predictor
 
-            predict = gateway_predictor(settings.gateway_url, settings.gateway_api_key, params)
-        result = active_learning.run(params, run, settings.data_dir, settings.model_root, predict=predict)
+        predictor = gateway_predictor(settings.gateway_url, settings.gateway_api_key, params)
+        try:
+            result = active_learning.run(params, run, settings.data_dir, settings.model_root, predict=predictor)
+        finally:
+            predictor.close()
         return finish(run, result)
