@@ -40,6 +40,21 @@ def write_voc_dataset(folder: Path, items: list[Scene], *, fmt: str = "JPEG") ->
     return names
 
 
+def write_voc_with_label_map(folder: Path, items: list[Scene], classes: list[str]) -> None:
+    """``images/sNNN.jpg``, ``annotations/sNNN.xml`` and ``label_map.pbtxt`` with ``classes`` as ids 1..K (a fixed
+    class order, so a model's outputs mean the same classes as the dataset's)."""
+    (folder / "images").mkdir(parents=True)
+    (folder / "annotations").mkdir()
+    for i, scene in enumerate(items):
+        scene.image.save(folder / "images" / f"s{i:03d}.jpg", quality=95)
+        objects = [ObjectAnnotation(o.label, o.box) for o in scene.objects]
+        width, height = scene.image.size
+        write_voc(folder / "annotations" / f"s{i:03d}.xml", f"s{i:03d}.jpg", width, height, objects, folder="images")
+    (folder / "label_map.pbtxt").write_text(
+        "".join(f'item {{ id: {i + 1} name: "{c}" }}\n' for i, c in enumerate(classes))
+    )
+
+
 def write_csv_dataset(folder: Path, items: list[Scene], *, csv_name: str = "labels.csv") -> list[list[str]]:
     """``images/*.jpg`` and one CSV row per box; the rows written (without the header)."""
     (folder / "images").mkdir(parents=True, exist_ok=True)

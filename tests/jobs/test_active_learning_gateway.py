@@ -27,10 +27,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.processes import ServerProcess, spotter_command, start_server
-from services.training.datasets.annotations import ObjectAnnotation
-from services.training.datasets.voc import write_voc
-from services.training.synthetic import CLASSES, Scene, generate_scenes
+from services.training.synthetic import CLASSES, generate_scenes
 from tests.conftest import REPO
+from tests.datasets.fixtures import write_voc_with_label_map
 from tests.gateway.helpers import gateway_settings, running_gateway
 from tests.jobs.support import KEY, REDIS_URL, flush, upload, wait_job, worker_env, zip_folder
 from tests.support.modelserver import ModelServerHandle, running_model_server
@@ -113,19 +112,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         flush()
 
 
-def _write_boxed(folder: Path, items: list[Scene]) -> None:
-    """A VOC folder with the demo's label map (its class order, so the weights' outputs mean the same classes)."""
-    (folder / "images").mkdir(parents=True)
-    (folder / "annotations").mkdir()
-    for i, scene in enumerate(items):
-        scene.image.save(folder / "images" / f"s{i:03d}.jpg", quality=95)
-        objects = [ObjectAnnotation(o.label, o.box) for o in scene.objects]
-        write_voc(folder / "annotations" / f"s{i:03d}.xml", f"s{i:03d}.jpg", SIZE, SIZE, objects, folder="images")
-    (folder / "label_map.pbtxt").write_text(
-        "".join(f'item {{ id: {i + 1} name: "{c}" }}\n' for i, c in enumerate(CLASSES))
-    )
-
-
 def _write_pool(folder: Path, seed: int, per_class: int) -> int:
     """``per_class`` single-class scenes per class folder and two unlabelled ones in the root; how many images."""
     count = 0
@@ -178,7 +164,7 @@ def first_round(stack: Stack) -> dict[str, Any]:
     """The boxed dataset imported through the API, then one round through the gateway; its job record and the
     gateway's batches during it."""
     http = stack.http
-    _write_boxed(stack.base / "voc", list(generate_scenes(11, 40, objects=(1, 3), **SCENES)))
+    write_voc_with_label_map(stack.base / "voc", list(generate_scenes(11, 40, objects=(1, 3), **SCENES)), list(CLASSES))
     imported = upload(http, "shapes", "voc", zip_folder(stack.base / "voc"), split="0.5")
     assert wait_job(http, imported, timeout=120, workers=[stack.worker])["state"] == "finished"
     pool = _write_pool(stack.data / "pool", 21, 8)

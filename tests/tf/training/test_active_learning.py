@@ -15,31 +15,18 @@ from typing import Any
 import pytest
 
 from services.training import active_learning
-from services.training.datasets.annotations import ObjectAnnotation, SourceFormat
+from services.training.datasets.annotations import SourceFormat
 from services.training.datasets.derive import read_version_images
 from services.training.datasets.importer import ImportRequest, import_dataset
 from services.training.datasets.storage import DatasetStore
-from services.training.datasets.voc import write_voc
 from services.training.params import ActiveLearningParams, check_active_learning
 from services.training.synthetic import CLASSES, Scene, generate_scenes
 from services.vision.boxes import Box, iou
+from tests.datasets.fixtures import write_voc_with_label_map
 from tests.tf.training.test_pipeline import DEMO, Reporter
 
 SIZE = 320
 SCENES: dict[str, Any] = {"width": SIZE, "height": SIZE, "object_size": (40, 70), "clutter": 8}
-
-
-def _write_boxed(folder: Path, items: list[Scene]) -> None:
-    (folder / "images").mkdir(parents=True)
-    (folder / "annotations").mkdir()
-    for i, scene in enumerate(items):
-        scene.image.save(folder / "images" / f"s{i:03d}.jpg", quality=95)
-        objects = [ObjectAnnotation(o.label, o.box) for o in scene.objects]
-        write_voc(folder / "annotations" / f"s{i:03d}.xml", f"s{i:03d}.jpg", SIZE, SIZE, objects, folder="images")
-    # The demo's class order, so its weights' outputs mean the same classes.
-    (folder / "label_map.pbtxt").write_text(
-        "".join(f'item {{ id: {i + 1} name: "{c}" }}\n' for i, c in enumerate(CLASSES))
-    )
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +37,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     base = tmp_path_factory.mktemp("al")
     models, data = base / "models", base / "data"
     shutil.copytree(DEMO, models / "shapes" / "1")
-    _write_boxed(base / "voc", list(generate_scenes(11, 40, objects=(1, 3), **SCENES)))
+    write_voc_with_label_map(base / "voc", list(generate_scenes(11, 40, objects=(1, 3), **SCENES)), list(CLASSES))
     import_dataset(
         ImportRequest(
             name="shapes",
