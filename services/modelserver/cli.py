@@ -23,6 +23,15 @@ def modelserver(
     rest_port: Annotated[int | None, typer.Option(help="REST port (TFS: 8501).")] = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     poll_seconds: Annotated[float | None, typer.Option(help="Seconds between scans of the model folders.")] = None,
+    enable_batching: Annotated[
+        bool | None, typer.Option("--enable-batching", help="Batch concurrent requests (TFS: --enable_batching).")
+    ] = None,
+    batching_parameters_file: Annotated[
+        Path | None, typer.Option(help="TFS BatchingParameters text proto (TFS: --batching_parameters_file).")
+    ] = None,
+    model_config_file_poll_wait_seconds: Annotated[
+        float | None, typer.Option(help="Seconds between re-reads of --model-config-file (0: read once).")
+    ] = None,
 ) -> None:
     """Serve the model repository over TensorFlow Serving's gRPC and REST APIs (flags override SPOTTER_* settings)."""
     from pydantic import ValidationError
@@ -37,6 +46,9 @@ def modelserver(
         "modelserver_rest_port": rest_port,
         "modelserver_host": host,
         "modelserver_poll_seconds": poll_seconds,
+        "model_config_file_poll_wait_seconds": model_config_file_poll_wait_seconds,
+        "modelserver_enable_batching": enable_batching,
+        "modelserver_batching_parameters_file": batching_parameters_file,
     }
     try:
         settings = ModelServerSettings(**{k: v for k, v in overrides.items() if v is not None})
@@ -47,6 +59,10 @@ def modelserver(
     try:
         # The config is checked before TensorFlow is imported: a bad file fails in a second, not after the import.
         sources = model_sources(settings)
+        if settings.modelserver_enable_batching:
+            from services.modelserver.batching import read_batching_parameters
+
+            read_batching_parameters(settings.modelserver_batching_parameters_file)
         # TensorFlow's C++ INFO chatter (CPU features, CUDA probing) is noise in a server's log; warnings stay.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
         from services.modelserver.server import serve

@@ -16,7 +16,8 @@ import enum
 import logging
 import re
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,7 +129,10 @@ class ModelRepository(Generic[T]):
         self._loader = loader
         self._poll_seconds = poll_seconds
         self._records: dict[str, dict[int, _Record[T]]] = {}
-        self._labels: dict[str, Mapping[str, int]] = {}
+        self._wanted_labels: dict[str, Mapping[str, int]] = {}  # as configured
+        self._labels: dict[str, Mapping[str, int]] = {}  # as served (see _effective_labels)
+        self._changed = threading.Condition()
+        self._label_waits: set[tuple[str, str, int]] = set()  # label moves already logged as waiting
         self._lock = threading.RLock()
         self._snapshot: Snapshot[T] = Snapshot()
         self._stop = threading.Event()
@@ -216,10 +220,10 @@ class ModelRepository(Generic[T]):
         with self._lock:
             for source in sources:
                 versions = found[source.name]
-                self._labels[source.name] = dict(source.labels)
+                self._wanted_labels[source.name] = dict(source.labels)
                 self._plan_model(source.name, versions, source.policy.select(versions))
             for name in set(self._records) - set(found):
-                self._labels.pop(name, None)
+                self._wanted_labels.pop(name, None)
                 self._plan_model(name, {}, set())
             self._publish()
 
@@ -315,4 +319,56 @@ class ModelRepository(Generic[T]):
                     )
                     for v, r in sorted(records.items(), reverse=True)
                 )
+        self._labels = {
+            name: self._effective_labels(name, wanted, available.get(name, {}))
+            for name, wanted in self._wanted_labels.items()
+        }
         self._snapshot = Snapshot(latest=latest, available=available, labels=dict(self._labels), status=status)
+        with self._changed:
+            self._changed.notify_all()
+
+    def _effective_labels(self, name: str, wanted: Mapping[str, int], ready: Mapping[int, object]) -> dict[str, int]:
+        """A label moves to its configured version only once that version is AVAILABLE: until then it keeps
+        answering with its previous version, so moving a label never fails a request. A new label is set at once
+        (NOT_FOUND until its version loads)."""
+        served = self._labels.get(name, {})
+        effective: dict[str, int] = {}
+        for label, version in wanted.items():
+            if version in ready or label not in served:
+                effective[label] = version
+            else:
+                effective[label] = served[label]
+                if (name, label, version) not in self._label_waits:
+                    self._label_waits.add((name, label, version))
+                    log.info(
+                        "Label %s of model %s stays on version %d until version %d is available",
+                        label,
+                        name,
+                        served[label],
+                        version,
+                    )
+        return effective
+
+    def wait_settled(self, names: Iterable[str], timeout: float) -> bool:
+        """Wait until no wanted version of these models is still loading; False on timeout."""
+        names = list(names)
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:  # never held while waiting on _changed: _publish takes _lock, then _changed
+                busy = any(
+                    r.aspired and r.state in (State.START, State.LOADING)
+                    for name in names
+                    for r in self._records.get(name, {}).values()
+                )
+            remaining = deadline - time.monotonic()
+            if not busy:
+                return True
+            if remaining <= 0:
+                return False
+            with self._changed:
+                self._changed.wait(min(remaining, 0.5))
+
+    def labels(self, name: str) -> tuple[Mapping[str, int], Mapping[str, int]]:
+        """The model's labels as configured and as served."""
+        with self._lock:
+            return dict(self._wanted_labels.get(name, {})), dict(self._labels.get(name, {}))

@@ -3,6 +3,7 @@
 - ``GET /v1/models/{name}[/versions/{v}|/labels/{l}]``: the model's status;
 - the same path with ``/metadata``: its signature defs;
 - ``POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict``: Predict in TFS's JSON format;
+- the same with ``:classify`` / ``:regress``: Classify and Regress on ``tf.Example`` JSON;
 - ``GET /monitoring/prometheus/metrics``: the metrics.
 
 Paths are matched with TFS's own (case-insensitive) patterns on the raw path, model names and labels
@@ -24,10 +25,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_pb2,
+    regression_pb2,
+)
 
 from services.logs import request_id_var
-from services.modelserver import rest_json
+from services.modelserver import inference, rest_examples, rest_json
 from services.modelserver.grpc_service import SIGNATURE_DEF, model_metadata, model_status, resolve
 from services.modelserver.metrics import METRICS
 from services.modelserver.repository import ModelRepository
@@ -94,6 +101,23 @@ def _predict_json(spec: model_pb2.ModelSpec, body: bytes, repository: ModelRepos
     return rest_json.outputs_to_json(servable.run(signature, inputs), fmt)
 
 
+def _classify_json(spec: model_pb2.ModelSpec, body: bytes, repository: ModelRepository[Servable]) -> str:
+    request = classification_pb2.ClassificationRequest(model_spec=spec)
+    request.model_spec.signature_name = rest_examples.input_from_json(body, request.input)
+    response = inference.classify(resolve(repository, request.model_spec), request)
+    return rest_examples.classification_json(response.result)
+
+
+def _regress_json(spec: model_pb2.ModelSpec, body: bytes, repository: ModelRepository[Servable]) -> str:
+    request = regression_pb2.RegressionRequest(model_spec=spec)
+    request.model_spec.signature_name = rest_examples.input_from_json(body, request.input)
+    response = inference.regress(resolve(repository, request.model_spec), request)
+    return rest_examples.regression_json(response.result)
+
+
+_VERBS = {"predict": _predict_json, "classify": _classify_json, "regress": _regress_json}
+
+
 def _error(error: ServingError) -> Response:
     return JSONResponse({"error": error.message}, status_code=error.http_status)
 
@@ -113,11 +137,9 @@ def create_app(repository: ModelRepository[Servable]) -> Starlette:
                 return PlainTextResponse("Not Found", status_code=404)
             if request.method == "POST" and (match := _PREDICT.fullmatch(path)):
                 name, version, label, method = match.groups()
-                if method.lower() != "predict":
-                    raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented by this server")
                 spec = _model_spec(name, version, label)
                 body = await request.body()
-                text = await run_in_threadpool(_predict_json, spec, body, repository)
+                text = await run_in_threadpool(_VERBS[method.lower()], spec, body, repository)
             elif request.method == "GET" and (match := _STATUS.fullmatch(path)):
                 name, version, label, subresource = match.groups()
                 spec = _model_spec(name or "", version, label)

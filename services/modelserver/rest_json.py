@@ -45,12 +45,12 @@ _INTS: dict[int, type[np.integer[Any]]] = {
 }
 
 
-def _quote(value: Any) -> str:
+def quote(value: Any) -> str:
     text = json.dumps(value)
     return text if len(text) <= _MAX_QUOTE else text[:_MAX_QUOTE] + "..."
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     if value is None:
         return "Null"
     if isinstance(value, bool):
@@ -66,7 +66,7 @@ def _json_type(value: Any) -> str:
 
 def _type_error(value: Any, dtype: int) -> Exception:
     return invalid_argument(
-        f"JSON Value: {_quote(value)} Type: {_json_type(value)} is not of expected type: {dtype_name(dtype)}"
+        f"JSON Value: {quote(value)} Type: {json_type(value)} is not of expected type: {dtype_name(dtype)}"
     )
 
 
@@ -86,7 +86,7 @@ def parse_document(body: bytes) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise invalid_argument(f"JSON Parse error: {exc.msg} at offset: {exc.pos}") from exc
     if not isinstance(document, dict):
-        raise invalid_argument(f"JSON Value: {_quote(document)} Is not object")
+        raise invalid_argument(f"JSON Value: {quote(document)} Is not object")
     return document
 
 
@@ -95,7 +95,7 @@ def signature_name(document: Mapping[str, Any]) -> str:
     name = document.get("signature_name", "")
     if not isinstance(name, str):
         raise invalid_argument(
-            f"JSON Value: {_quote(document)} not formatted correctly. 'signature_name' key must be a string value."
+            f"JSON Value: {quote(document)} not formatted correctly. 'signature_name' key must be a string value."
         )
     return name
 
@@ -116,7 +116,7 @@ def _check_dense(value: Any, shape: list[int], level: int = 0) -> None:
     if not isinstance(value, list):
         if level != len(shape):
             raise invalid_argument(
-                f"JSON Value: {_quote(value)} found at incorrect level: {level + 1} in the JSON DOM. "
+                f"JSON Value: {quote(value)} found at incorrect level: {level + 1} in the JSON DOM. "
                 f"Expected at level: {len(shape)}"
             )
         return
@@ -137,7 +137,7 @@ def _strings(value: Any, dtype: int) -> Any:
         return value.encode("utf-8")
     if isinstance(value, dict):
         if not is_b64(value):
-            raise invalid_argument(f"JSON Value: {_quote(value)} not formatted correctly for base64 data")
+            raise invalid_argument(f"JSON Value: {quote(value)} not formatted correctly for base64 data")
         try:
             return base64.b64decode(value["b64"], validate=True)
         except (binascii.Error, ValueError) as exc:
@@ -194,7 +194,7 @@ def to_array(value: Any, dtype: int) -> Array:
         if kind != "b":
             raise _type_error(_first_of_kind(array, "iufU"), dtype)
         return array
-    raise invalid_argument(f"Conversion of JSON Value: {_quote(value)} to type: {dtype_name(dtype)} is not supported")
+    raise invalid_argument(f"Conversion of JSON Value: {quote(value)} to type: {dtype_name(dtype)} is not supported")
 
 
 def _flatten(value: Any) -> Any:
@@ -227,7 +227,7 @@ def inputs_from_json(
     """
     if "instances" in document and "inputs" in document:
         raise invalid_argument(
-            f"JSON Value: {_quote(document)} Not formatted correctly expecting only one of 'inputs' or 'instances' "
+            f"JSON Value: {quote(document)} Not formatted correctly expecting only one of 'inputs' or 'instances' "
             "keys to exist "
         )
     if "instances" in document:
@@ -244,9 +244,9 @@ def _named(value: Any) -> bool:
 def _from_instances(document: Mapping[str, Any], specs: Mapping[str, tuple[int, Any]]) -> dict[str, Array]:
     instances = document["instances"]
     if not isinstance(instances, list):
-        raise invalid_argument(f"JSON Value: {_quote(document)} Excepting 'instances' to be an list/array")
+        raise invalid_argument(f"JSON Value: {quote(document)} Excepting 'instances' to be an list/array")
     if not instances:
-        raise invalid_argument(f"JSON Value: {_quote(document)} No values in 'instances' array")
+        raise invalid_argument(f"JSON Value: {quote(document)} No values in 'instances' array")
     if not _named(instances[0]):
         if len(specs) > 1:
             raise invalid_argument(
@@ -264,7 +264,7 @@ def _from_instances(document: Mapping[str, Any], specs: Mapping[str, tuple[int, 
             raise invalid_argument(f"Expecting object but got list at item {index} of input list")
         if sorted(item) != names:
             raise invalid_argument(
-                f"Failed to process element: {index} of 'instances' list. JSON object: {_quote(item)} keys must be "
+                f"Failed to process element: {index} of 'instances' list. JSON object: {quote(item)} keys must be "
                 f"equal to: {','.join(names)}"
             )
     return {alias: _batched([item[alias] for item in instances], dtype) for alias, (dtype, _) in specs.items()}

@@ -1,14 +1,16 @@
 """One loaded model version: its signatures, its TFS metadata, and Predict.
 
-Loading uses ``tf.saved_model.load(path, tags=["serve"])``, which takes TF2 SavedModels and TF1 session-style ones
-(TF 1.x and TF Object Detection API exports, through ``load_v1_in_v2``) alike. The metadata is TFS's: the signature
-defs of the ``serve`` meta graph read from ``saved_model.pb`` itself, so dtypes and shapes (``-1`` for dynamic
-dimensions) are exactly what TFS would report. Request checks and their messages follow TFS's ``predict_util.cc``.
+Loading takes TFS's path (:mod:`services.modelserver.bundle`): the ``serve`` meta graph in a session, restored by its
+saver, so TF1 exports (TF 1.x, TF Object Detection API) and TF2 ones load alike. The metadata is TFS's: the signature
+defs of that meta graph, read from ``saved_model.pb`` itself, so dtypes and shapes (``-1`` for dynamic dimensions)
+are exactly what TFS reports. Request checks and their messages follow TFS's ``predict_util.cc``: input and output
+aliases are checked here, dtypes and shapes are left to the runtime, as TFS leaves them.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +24,8 @@ from google.protobuf import message, text_format
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
+from services.modelserver.batching import BatchingBundle, BatchingParameters
+from services.modelserver.bundle import UnservableOnTfsError, load_bundle
 from services.modelserver.metrics import METRICS
 from services.modelserver.status import (
     ServingError,
@@ -30,7 +34,7 @@ from services.modelserver.status import (
     internal,
     invalid_argument,
 )
-from services.modelserver.tensors import dtype_name, fill_proto, to_ndarray
+from services.modelserver.tensors import fill_proto, to_ndarray
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +48,15 @@ Array = np.ndarray[Any, Any]
 
 @dataclass(frozen=True)
 class Signature:
-    """A signature def, with what Predict needs precomputed: input dtypes and dims, and the function to call."""
+    """A signature def, with what a run needs precomputed: input dtypes and dims, and the tensors' names."""
 
     name: str
     method_name: str
     inputs: Mapping[str, tuple[int, tuple[int, ...] | None]]
     """alias -> (DataType, dims with -1 for dynamic ones, or None for an unknown rank)"""
     outputs: Mapping[str, int]
-    function: Any | None
+    input_tensors: Mapping[str, str]
+    output_tensors: Mapping[str, str]
 
 
 def read_signature_defs(path: Path) -> meta_graph_pb2.MetaGraphDef:
@@ -84,19 +89,14 @@ def _dims(info: Any) -> tuple[int, ...] | None:
     return None if shape.unknown_rank else tuple(int(d.size) for d in shape.dim)
 
 
-def _shape_text(dims: Sequence[int]) -> str:
-    return "[" + ",".join(str(d) for d in dims) + "]"
-
-
 class Servable:
     """A loaded, servable model version (thread-safe: TF functions may be called concurrently)."""
 
-    def __init__(self, name: str, version: int, path: Path, model: Any, meta_graph: meta_graph_pb2.MetaGraphDef):
+    def __init__(self, name: str, version: int, path: Path, bundle: Any, meta_graph: meta_graph_pb2.MetaGraphDef):
         self.name = name
         self.version = version
         self.path = path
-        self._model = model  # keeps the variables and functions alive
-        functions = getattr(model, "signatures", {})
+        self.bundle = bundle  # a SessionBundle (or anything with its ``run``)
         self.signature_defs = meta_graph.signature_def
         self.signatures: dict[str, Signature] = {
             key: Signature(
@@ -104,7 +104,8 @@ class Servable:
                 method_name=sig.method_name,
                 inputs={alias: (info.dtype, _dims(info)) for alias, info in sig.inputs.items()},
                 outputs={alias: info.dtype for alias, info in sig.outputs.items()},
-                function=functions.get(key) if key in functions else None,
+                input_tensors={alias: info.name for alias, info in sig.inputs.items()},
+                output_tensors={alias: info.name for alias, info in sig.outputs.items()},
             )
             for key, sig in meta_graph.signature_def.items()
         }
@@ -141,11 +142,6 @@ class Servable:
         _check_input_names(signature, request.inputs.keys())
         inputs: dict[str, Array] = {}
         for alias, proto in request.inputs.items():
-            expected = signature.inputs[alias][0]
-            if proto.dtype != expected:
-                raise invalid_argument(
-                    f"Expects arg '{alias}' to be {dtype_name(expected)} but {dtype_name(proto.dtype)} is provided"
-                )
             try:
                 inputs[alias] = to_ndarray(proto)
             except (ValueError, TypeError) as exc:
@@ -156,45 +152,40 @@ class Servable:
     def run(
         self, signature: Signature, inputs: Mapping[str, Array], output_filter: Sequence[str] = ()
     ) -> dict[str, tuple[int, Array]]:
-        """Run ``signature`` on numpy inputs whose dtypes already match it; returns alias -> (DataType, array).
+        """Run ``signature`` on numpy inputs; returns alias -> (DataType, array).
 
         Raises:
-            ServingError: INVALID_ARGUMENT for missing, extra or misshapen inputs and unknown output names; the
-                runtime's own code when the model fails.
+            ServingError: INVALID_ARGUMENT for missing or extra inputs and unknown output names; the runtime's own
+                code and message when it refuses an input (dtype, shape) or the model fails.
         """
-        if signature.method_name not in PREDICT_METHODS:
-            raise internal(
-                "Expected prediction signature method_name to be one of {"
-                + ", ".join(PREDICT_METHODS)
-                + f"}}. Was: {signature.method_name}"
-            )
+        _check_method(signature, PREDICT_METHODS)
         _check_input_names(signature, inputs.keys())
-        for alias, array in inputs.items():
-            dims = signature.inputs[alias][1]
-            if dims is not None and (
-                array.ndim != len(dims) or any(d >= 0 and d != s for d, s in zip(dims, array.shape, strict=True))
-            ):
-                raise invalid_argument(
-                    f"input tensor alias '{alias}' has shape {_shape_text(array.shape)}, which is incompatible with "
-                    f"the signature's {_shape_text(dims)} (-1 is any size)"
-                )
         wanted = _check_output_filter(signature, output_filter)
-        if signature.function is None:
-            raise failed_precondition(f'Serving signature key "{signature.name}" can\'t be run by Predict.')
+        aliases = [alias for alias in signature.outputs if wanted is None or alias in wanted]
+        feeds = {signature.input_tensors[alias]: array for alias, array in inputs.items()}
+        values = self.run_tensors(feeds, [signature.output_tensors[alias] for alias in aliases], "Predict")
+        return {alias: (signature.outputs[alias], value) for alias, value in zip(aliases, values, strict=True)}
+
+    def run_tensors(self, feeds: Mapping[str, Array], fetches: Sequence[str], api: str) -> list[Array]:
+        """Run the session by tensor names (TFS's ``Session::Run``), counting the time as ``api``'s runtime."""
         start = time.perf_counter()
         try:
-            outputs = signature.function(**inputs)
+            return [np.asarray(value) for value in self.bundle.run(feeds, fetches)]
         except tf.errors.OpError as exc:
             raise ServingError(code_from_number(exc.error_code), exc.message) from exc
         except (TypeError, ValueError) as exc:
             raise invalid_argument(str(exc).split("\n", 1)[0]) from exc
         finally:
-            METRICS.runtime_latency.observe(self.name, "Predict", RUNTIME, value=(time.perf_counter() - start) * 1e6)
-        return {
-            alias: (tensor.dtype.as_datatype_enum, tensor.numpy())
-            for alias, tensor in outputs.items()
-            if wanted is None or alias in wanted
-        }
+            METRICS.runtime_latency.observe(self.name, api, RUNTIME, value=(time.perf_counter() - start) * 1e6)
+
+
+def _check_method(signature: Signature, methods: Sequence[str]) -> None:
+    if signature.method_name not in methods:
+        raise internal(
+            "Expected prediction signature method_name to be one of {"
+            + ", ".join(methods)
+            + f"}}. Was: {signature.method_name}"
+        )
 
 
 def _check_input_names(signature: Signature, sent: Any) -> None:
@@ -230,14 +221,32 @@ def _check_output_filter(signature: Signature, output_filter: Sequence[str]) -> 
     return seen
 
 
-def load_servable(name: str, version: int, path: Path, *, warmup_iterations: int = 1) -> Servable:
-    """Load one version (TF2 or TF1 SavedModel) and replay its warmup requests; raises ServingError on failure."""
+def load_servable(
+    name: str,
+    version: int,
+    path: Path,
+    *,
+    warmup_iterations: int = 1,
+    strict_tfs_loading: bool = True,
+    batching: tuple[BatchingParameters, threading.Semaphore] | None = None,
+) -> Servable:
+    """Load one version (TF2 or TF1 SavedModel) and replay its warmup requests; raises ServingError on failure.
+
+    ``strict_tfs_loading`` (the default) fails a version TFS could load but not run (see :func:`bundle.load_bundle`);
+    ``False`` serves it through the object-graph fallback. With ``batching`` (parameters and the shared run slots), runs
+    are batched across requests (warmup included, as in TFS).
+    """
     from services.modelserver.warmup import run_warmup
 
     start = time.perf_counter()
     try:
         meta_graph = read_signature_defs(path)
-        model = tf.saved_model.load(str(path), tags=[SERVE_TAG])
+        bundle = load_bundle(path, meta_graph, strict=strict_tfs_loading)
+        if batching is not None:
+            bundle = BatchingBundle(bundle, *batching)
+    except UnservableOnTfsError as exc:
+        METRICS.load_attempt_count.inc(str(path), "fail")
+        raise failed_precondition(str(exc)) from exc
     except ServingError:
         METRICS.load_attempt_count.inc(str(path), "fail")
         raise
@@ -250,7 +259,7 @@ def load_servable(name: str, version: int, path: Path, *, warmup_iterations: int
     elapsed_us = int((time.perf_counter() - start) * 1e6)
     METRICS.load_attempt_count.inc(str(path), "success")
     METRICS.load_latency.inc(str(path), amount=elapsed_us)
-    servable = Servable(name, version, path, model, meta_graph)
+    servable = Servable(name, version, path, bundle, meta_graph)
     log.info(
         "Restored SavedModel for servable version {name: %s version: %d} in %.0f ms (signatures: %s)",
         name,

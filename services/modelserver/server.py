@@ -17,7 +17,8 @@ from types import FrameType
 import grpc
 import uvicorn
 
-from services.modelserver.config import ModelServerSettings, ModelSource, model_sources
+from services.modelserver.batching import read_batching_parameters
+from services.modelserver.config import ConfiguredModels, ModelServerSettings, ModelSource, model_sources
 from services.modelserver.grpc_service import create_grpc_server
 from services.modelserver.repository import ModelRepository
 from services.modelserver.rest import create_app
@@ -31,10 +32,24 @@ GRACE_SECONDS = 5.0
 def build_repository(
     settings: ModelServerSettings, sources: Callable[[], list[ModelSource]] | None = None
 ) -> ModelRepository[Servable]:
-    """The repository for ``settings`` (``sources`` defaults to :func:`model_sources`)."""
+    """The repository for ``settings`` (``sources`` defaults to :func:`model_sources`).
+
+    Raises:
+        ConfigError: the batching parameters file is invalid.
+    """
+    batching = None
+    if settings.modelserver_enable_batching:
+        params = read_batching_parameters(settings.modelserver_batching_parameters_file)
+        log.info("Server-side batching on: %s", params)
+        batching = (params, threading.BoundedSemaphore(params.num_batch_threads))
     return ModelRepository(
         sources or model_sources(settings),
-        functools.partial(load_servable, warmup_iterations=settings.modelserver_warmup_iterations),
+        functools.partial(
+            load_servable,
+            warmup_iterations=settings.modelserver_warmup_iterations,
+            strict_tfs_loading=settings.modelserver_strict_tfs_loading,
+            batching=batching,
+        ),
         poll_seconds=settings.modelserver_poll_seconds,
         load_threads=settings.modelserver_load_threads,
     )
@@ -45,6 +60,9 @@ class ModelServer:
 
     def __init__(self, settings: ModelServerSettings, sources: Callable[[], list[ModelSource]] | None = None) -> None:
         self.settings = settings
+        sources = sources or model_sources(settings)
+        # A models.config can be replaced by HandleReloadConfigRequest; folder discovery can't.
+        self.configured = sources if isinstance(sources, ConfiguredModels) else None
         self.repository = build_repository(settings, sources)
         self._grpc: grpc.Server | None = None
         self._http: uvicorn.Server | None = None
@@ -66,6 +84,7 @@ class ModelServer:
             port=s.modelserver_grpc_port,
             workers=s.modelserver_grpc_workers,
             max_message_bytes=s.modelserver_grpc_max_message_bytes,
+            configured=self.configured,
         )
         self._grpc.start()
         config = uvicorn.Config(

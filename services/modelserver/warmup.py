@@ -1,14 +1,16 @@
 """Replay a version's warmup requests before it reports AVAILABLE, as TensorFlow Serving does.
 
-``<version>/assets.extra/tf_serving_warmup_requests`` is a TFRecord file of ``PredictionLog`` records. Each predict
-log's request is run ``num_request_iterations`` times (TFS's default: once) against the new version, so its first
-real request doesn't pay for graph optimisation. A missing file is fine; a failing record fails the load, as in TFS.
+``<version>/assets.extra/tf_serving_warmup_requests`` is a TFRecord file of ``PredictionLog`` records. Each log's
+request (predict, classify, regress or multi_inference) is run ``num_request_iterations`` times (TFS's default:
+once) against the new version, so its first real request doesn't pay for graph optimisation. A missing file is
+fine; a failing record fails the load, as in TFS.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import grpc
@@ -77,9 +79,18 @@ def _replay(servable: Servable, record: bytes, path: object, iterations: int) ->
         prediction_log.ParseFromString(record)
     except message.DecodeError as exc:
         raise invalid_argument(f"Failed to parse warmup record from {path}") from exc
+    from services.modelserver import inference
+
     kind = prediction_log.WhichOneof("log_type")
-    if kind != "predict_log":
-        # TFS also replays classify, regress, multi_inference and session_run logs; this server only has Predict.
+    runs: dict[str | None, Callable[[], object]] = {
+        "predict_log": lambda: servable.predict(prediction_log.predict_log.request, predict_pb2.PredictResponse()),
+        "classify_log": lambda: inference.classify(servable, prediction_log.classify_log.request),
+        "regress_log": lambda: inference.regress(servable, prediction_log.regress_log.request),
+        "multi_inference_log": lambda: inference.multi_inference(servable, prediction_log.multi_inference_log.request),
+    }
+    run = runs.get(kind)
+    if run is None:
+        # TFS also replays session_run logs, of its SessionService, which no client of this server has.
         raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"Unsupported log_type for warmup: {kind}")
     for _ in range(iterations):
-        servable.predict(prediction_log.predict_log.request, predict_pb2.PredictResponse())
+        run()

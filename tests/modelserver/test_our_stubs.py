@@ -101,7 +101,9 @@ def test_status_and_errors_with_our_stubs(channel: grpc.Channel) -> None:
     predictions = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     bad = predict_pb2.PredictRequest()
     bad.model_spec.name = "demo"
-    uint8_tensor(np.zeros((1, SIZE + 1, SIZE, 3), np.uint8), bad.inputs["images"])
+    uint8_tensor(np.zeros((1, SIZE, SIZE, 3), np.uint8), bad.inputs["images"])
+    bad.inputs["images"].dtype = types_pb2.DT_INT32  # the runtime refuses the dtype, as TFS's runtime does
+    bad.inputs["images"].tensor_content = np.zeros((1, SIZE, SIZE, 3), np.int32).tobytes()
     with pytest.raises(grpc.RpcError) as info:
         predictions.Predict(bad, timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

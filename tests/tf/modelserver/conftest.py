@@ -13,9 +13,16 @@ from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_p
 
 from tests.support.modelserver import ModelServerHandle, running_model_server
 from tests.support.tiny_models import build_detector, build_tf1
+from tests.tf.modelserver.tf1_models import build_classifier, build_half_plus, build_ranks
 
 SIZE = 8
-TINY_SCALES = {1: 0.5, 2: 1.0}  # scores differ per version, so each version's answers are recognisable
+TINY_SCALES = {1: 0.5, 2: 1.0}
+TF1_MODELS = (
+    "half_plus_three",
+    "half_plus_two",
+    "ranks",
+    "classifier",
+)  # scores differ per version, so each version's answers are recognisable
 
 
 def populate_repository(root: Path) -> None:
@@ -81,3 +88,39 @@ def copy_version(source: Path, target: Path) -> None:
     tmp = target.parent / f".tmp-{target.name}"
     shutil.copytree(source, tmp)
     tmp.rename(target)
+
+
+def populate_tf1_repository(root: Path, scratch: Path) -> None:
+    """TF1 graph-mode exports (see ``tf1_models``); the assets' sources are deleted, so only the copies the
+    SavedModel carries (fed at load time) can be read."""
+    build_half_plus(root / "half_plus_three" / "123", offset=3.0, saved_model_config=b"", tmp=scratch)
+    # As TF 1.x wrote it: legacy_init_op and the saved_model_assets collection; a non-empty saved_model_config.pb.
+    build_half_plus(
+        root / "half_plus_two" / "1", offset=2.0, legacy=True, saved_model_config=b"\x0a\x02\x08\x01", tmp=scratch
+    )
+    build_ranks(root / "ranks" / "1")
+    build_classifier(root / "classifier" / "1")
+    for source in scratch.iterdir():
+        source.unlink()
+
+
+@pytest.fixture(scope="session")
+def tf1_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServerHandle]:
+    """A model server over TF1 graph-mode SavedModels, every one of them AVAILABLE."""
+    base = tmp_path_factory.mktemp("tf1")
+    (base / "models").mkdir()
+    (base / "scratch").mkdir()
+    populate_tf1_repository(base / "models", base / "scratch")
+    with running_model_server(
+        base / "models",
+        log_dir=base,
+        wait_for=list(TF1_MODELS),
+        name="tf1",
+    ) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="session")
+def tf1_channel(tf1_server: ModelServerHandle) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(tf1_server.grpc_target) as channel:
+        yield channel

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from services.modelserver.config import ConfigError, VersionPolicy, read_model_config
+from services.modelserver.config import ConfigError, ConfiguredModels, VersionPolicy, read_model_config
 from tests.support.modelserver import ModelServerHandle, running_model_server
 from tests.tf.modelserver.conftest import SIZE
 
@@ -159,3 +160,24 @@ def test_status_with_a_label_lists_every_version_as_tfs_does(configured: ModelSe
         req.model_spec.version_label = "stable"
         versions = [s.version for s in stub.GetModelStatus(req, timeout=10).model_version_status]
     assert versions == [2, 1]
+
+
+def test_a_polled_config_is_re_read_when_it_changes_and_kept_when_it_breaks(tmp_path: Path) -> None:
+    text = 'model_config_list { config { name: "m" base_path: "/m" model_platform: "tensorflow" } }'
+    path = write(tmp_path, text)
+    configured = ConfiguredModels(path, DEFAULT, poll_seconds=0.01)
+    assert [s.name for s in configured()] == ["m"]
+    path.write_text(text.replace('"m"', '"n"', 1))
+    time.sleep(0.02)
+    assert [s.name for s in configured()] == ["n"]
+    path.write_text("model_config_list { nonsense }")
+    time.sleep(0.02)
+    assert [s.name for s in configured()] == ["n"]  # the last good config stays
+
+
+def test_a_config_read_once_is_not_re_read(tmp_path: Path) -> None:
+    text = 'model_config_list { config { name: "m" base_path: "/m" model_platform: "tensorflow" } }'
+    path = write(tmp_path, text)
+    configured = ConfiguredModels(path, DEFAULT)
+    path.write_text(text.replace('"m"', '"n"', 1))
+    assert [s.name for s in configured()] == ["m"]

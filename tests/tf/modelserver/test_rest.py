@@ -133,7 +133,6 @@ def test_predict_a_tf1_model(http: httpx.Client) -> None:
         ("POST", "/v1/models/tiny:predict", {"instances": ["a"]}, 400, "is not of expected type: uint8"),
         ("POST", "/v1/models/tiny:predict", {"instances": [[1, 2], [3]]}, 400, "Expecting shape [2] but got: [1]"),
         ("POST", "/v1/models/tiny:predict", {"instances": [300]}, 400, "is not of expected type: uint8"),
-        ("POST", "/v1/models/tiny:predict", {"instances": [[[[1, 2, 3]]]]}, 400, "incompatible with the signature"),
         (
             "POST",
             "/v1/models/tiny:predict",
@@ -141,7 +140,14 @@ def test_predict_a_tf1_model(http: httpx.Client) -> None:
             400,
             "Unable to base64 decode",
         ),
-        ("POST", "/v1/models/tiny/versions/1:classify", {}, 501, "classify is not implemented"),
+        ("POST", "/v1/models/tiny/versions/1:classify", {}, 400, "key 'examples' is expected and was not found"),
+        (
+            "POST",
+            "/v1/models/tiny/versions/1:regress",
+            {"examples": [{"x": 1.0}]},
+            400,
+            "Expected regression signature method_name to be tensorflow/serving/regress",
+        ),
     ],
 )
 def test_errors_are_json_with_tfs_s_codes(
