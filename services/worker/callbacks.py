@@ -1,8 +1,8 @@
 """RQ callbacks every Spotter job is enqueued with, so a job that ends badly always says why in ``meta["error"]``.
 
-- :func:`on_failure` also runs when RQ finds a job *abandoned* (its worker died: no heartbeat for about a minute
-  past ``job_monitoring_interval``), in whichever process cleans RQ's registries; the job function never got to
-  record anything then.
+- :func:`on_failure` also runs when RQ finds a job *abandoned* (its worker died: no heartbeat for
+  ``heartbeat_grace_seconds`` past ``job_monitoring_interval``), in whichever worker cleans RQ's started registry;
+  the job function never got to record anything then.
 - :func:`on_stopped` runs in the worker when a job was stopped on request (``DELETE /v1/jobs/{id}``).
 
 Both only touch ``meta`` (the process running them may not share the worker's data folder). The worker writes
@@ -19,16 +19,26 @@ from redis import Redis
 from rq.exceptions import AbandonedJobError
 from rq.job import Job
 
+from services.worker.context import worker_settings
+from services.worker.progress import will_retry
+from services.worker.public import strip_paths
+
 logger = logging.getLogger(__name__)
 
 
 def record_error(job: Job, code: str, message: str) -> None:
-    """Put ``{"code", "message"}`` in the job's ``meta["error"]`` unless the job already recorded its own error."""
+    """Put ``{"code", "message"}`` in the job's ``meta["error"]`` unless the job already recorded its own error.
+
+    The stage is ``stopped``, ``retrying`` (RQ runs it again: it has retries left) or ``failed``: a job waiting for
+    its retry never shows ``failed``.
+    """
     meta: dict[str, Any] = job.get_meta(refresh=True)
     if "error" in meta:
         return
+    settings = worker_settings()
+    message = strip_paths(message, (settings.data_dir, settings.model_root))
     meta["error"] = {"code": code, "message": message}
-    meta["stage"] = "failed" if code != "stopped" else "stopped"
+    meta["stage"] = "stopped" if code == "stopped" else "retrying" if will_retry(job) else "failed"
     meta["message"] = message
     job.save_meta()  # type: ignore[no-untyped-call]
 

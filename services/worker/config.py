@@ -14,8 +14,10 @@ class WorkerSettings(DatasetSettings):
     Attributes:
         worker_queues: the queues to listen to, in priority order.
         worker_metrics_port: Prometheus metrics of the worker process (0: none).
-        job_monitoring_interval: seconds between the worker's heartbeats for a running job; a dead worker's job is
-            found abandoned about a minute after its last heartbeat.
+        job_monitoring_interval: seconds between the worker's heartbeats (for a running job, and while idle).
+        heartbeat_grace_seconds: how long past a missed heartbeat a worker counts as dead: its record expires and
+            its job is given up as abandoned (retried or failed) by the next idle worker's check, which runs every
+            ``job_monitoring_interval``. Longer than any stall of a live worker's main process.
         maintenance_interval: seconds between the worker's clean-ups of RQ's registries (abandoned jobs).
         stale_staging_hours: staging folders of imports older than this are removed when the worker starts.
         gateway_url: the gateway active-learning jobs predict through (``predict_via: gateway``).
@@ -25,6 +27,7 @@ class WorkerSettings(DatasetSettings):
     worker_queues: list[str] = Field(default_factory=lambda: list(ALL_QUEUES))
     worker_metrics_port: int = 9100
     job_monitoring_interval: int = 10
+    heartbeat_grace_seconds: int = 20
     maintenance_interval: int = 120
     stale_staging_hours: float = 6.0
     gateway_url: str | None = None

@@ -19,7 +19,8 @@ left to count it. RQ marks it failed (abandoned) later, and it shows in ``spotte
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -28,7 +29,6 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from rq import worker_registration
 from rq.job import JobStatus
-from rq.utils import missing_keys
 
 from services.worker.queues import ALL_QUEUES, get_queue
 
@@ -95,6 +95,25 @@ def _initialise_series() -> None:
             JOB_DURATION.labels(job_type, outcome)
 
 
+def live_workers(connection: redis.Redis, keys: Iterable[str]) -> int:
+    """How many of these RQ worker keys belong to a live worker: the key exists with an expiry (heartbeats keep
+    pushing it back) and holds no death date.
+
+    A worker killed without a word stays in RQ's set until its key expires; a key without an expiry is a ghost
+    (written by a process that outlived its worker, e.g. an orphaned work-horse counting its job) and never a live
+    worker, since every heartbeat of a live one sets the expiry.
+    """
+    keys = sorted(keys)
+    if not keys:
+        return 0
+    with connection.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.pttl(key)
+            pipe.hexists(key, "death")
+        answers = pipe.execute()
+    return sum(1 for ttl, dead in zip(answers[::2], answers[1::2], strict=True) if ttl > 0 and not dead)
+
+
 class RedisCollector(Collector):
     """``spotter_queue_jobs{queue,state}`` and ``spotter_workers_alive{queue}``, read from Redis when scraped.
 
@@ -131,9 +150,7 @@ class RedisCollector(Collector):
                 jobs.add_metric([name, "queued"], queue.count)
                 for state, registry in registries.items():
                     jobs.add_metric([name, state], registry.get_job_count(cleanup=False))
-                # A worker killed without a word stays in RQ's set until its key expires (no more heartbeats).
-                keys = sorted(worker_registration.get_keys(queue=queue))
-                alive.add_metric([name], len(keys) - len(missing_keys(self.connection, keys)) if keys else 0)
+                alive.add_metric([name], live_workers(self.connection, worker_registration.get_keys(queue=queue)))
         except redis.RedisError as exc:
             # No data rather than a failed scrape: the series go stale, and the gateway's own metrics stay.
             logger.warning("worker metrics: Redis did not answer: %s", exc)
@@ -161,13 +178,17 @@ def worker_registry(connection: redis.Redis, queue_names: Sequence[str] = ()) ->
 def serve_metrics(port: int, connection: redis.Redis, queue_names: Sequence[str] = ()) -> bool:
     """Serve :func:`worker_registry` on ``port`` from a daemon thread of the worker's process.
 
+    The listening socket lives in this process only: every process forked from it (work-horses, RQ's scheduler)
+    closes its inherited copy at once, so no child can hold the port after the worker is gone.
+
     Returns False (and logs why) when the port is taken: the worker still works, and Prometheus shows its target
     down, which is what an operator needs to see.
     """
     try:
-        start_http_server(port, registry=worker_registry(connection, queue_names))
+        server, _thread = start_http_server(port, registry=worker_registry(connection, queue_names))
     except OSError as exc:
         logger.error("worker metrics: cannot listen on port %d: %s", port, exc)
         return False
+    os.register_at_fork(after_in_child=server.socket.close)
     logger.info("worker metrics on port %d", port)
     return True

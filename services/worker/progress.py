@@ -15,9 +15,11 @@ and ``result.json`` (``status``, the result or the ``error``, start and end time
 
 On an exception the job ends failed, never silently: ``meta["error"]`` and ``result.json`` get
 ``{"code", "message", "details"?}`` (a :class:`~services.errors.SpotterError`'s own, or ``internal`` with the
-exception's type and text), and the exception goes on to RQ, which records the traceback. A SpotterError is the
-input's fault, so the job is not retried (its ``retries_left`` is set to 0); other exceptions are retried as the job
-was enqueued to be.
+exception's type and text; no absolute path of the server in it, see :mod:`services.worker.public`), and the
+exception goes on to RQ, which records the traceback. A SpotterError is the input's fault: the job is not retried
+(its ``retries_left`` is set to 0) and the worker logs it in one line, without a traceback. Other exceptions are
+logged with their traceback and retried as the job was enqueued to be; while a job waits for its retry its stage
+(and ``result.json``'s status) is ``retrying``, never ``failed``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from rq.job import Job
 
 from services.errors import SpotterError
 from services.worker.context import worker_settings
+from services.worker.public import public
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +54,20 @@ def job_dir(data_dir: Path, job_id: str) -> Path:
 
 
 def error_info(exc: BaseException) -> dict[str, Any]:
-    """The ``{"code", "message", "details"?}`` of an exception, as the API shows errors."""
-    if isinstance(exc, SpotterError):
-        return exc.to_dict()
-    return {"code": "internal", "message": f"{type(exc).__name__}: {exc}"}
+    """The ``{"code", "message", "details"?}`` of an exception, as the API shows errors: the one place job errors
+    are made, so none carries the server's absolute paths (see :mod:`services.worker.public`)."""
+    info = (
+        exc.to_dict()
+        if isinstance(exc, SpotterError)
+        else {"code": "internal", "message": f"{type(exc).__name__}: {exc}"}
+    )
+    settings = worker_settings()
+    return dict(public(info, (settings.data_dir, settings.model_root)))
+
+
+def will_retry(job: Job | None, exc: BaseException | None = None) -> bool:
+    """Whether RQ runs a job that just failed again (a SpotterError never is: see :func:`job_run`)."""
+    return job is not None and not isinstance(exc, SpotterError) and bool(job.retries_left)
 
 
 def write_json(path: Path, body: Any) -> None:
@@ -141,16 +154,22 @@ def job_run(job_type: str, data_dir: Path | None = None) -> Iterator[JobRun]:
         yield run
     except BaseException as exc:
         error = error_info(exc)
-        logger.error("job %s (%s) failed: %s", run.id, job_type, error["message"], exc_info=True)
-        if isinstance(exc, SpotterError) and job is not None:
-            job.retries_left = 0  # bad input stays bad: no retry
-        run.update(stage="failed", message=error["message"], error=error, force=True)
+        retrying = will_retry(job, exc)
+        if isinstance(exc, SpotterError):  # the input's fault: one line, no traceback, no retry
+            logger.warning("job %s (%s) refused: %s: %s", run.id, job_type, error["code"], error["message"])
+            if job is not None:
+                job.retries_left = 0
+        else:
+            note = " (it will run again)" if retrying else ""
+            logger.error("job %s (%s) failed%s: %s", run.id, job_type, note, error["message"], exc_info=True)
+        status = "retrying" if retrying else "failed"
+        run.update(stage=status, message=error["message"], error=error, force=True)
         write_json(
             artifacts / RESULT_FILE,
             {
                 "job_id": run.id,
                 "type": job_type,
-                "status": "failed",
+                "status": status,
                 "started": started,
                 "ended": _now(),
                 "error": error,
@@ -167,10 +186,12 @@ def job_run(job_type: str, data_dir: Path | None = None) -> Iterator[JobRun]:
 
 
 def finish(run: JobRun, result: dict[str, Any]) -> dict[str, Any]:
-    """Write ``result.json`` for a finished job and return the result with its artifact paths (the RQ result)."""
+    """Write ``result.json`` for a finished job and return the result with its artifact paths (the RQ result).
+
+    ``result.json`` is served by the jobs API, so its paths are relative to the data folder or the model root
+    (the RQ result keeps them whole for the worker's side; the API's records make them relative too).
+    """
     body = {**result, "artifacts": {"dir": str(run.artifacts), "log": str(run.artifacts / LOG_FILE)}}
-    write_json(
-        run.artifacts / RESULT_FILE,
-        {"job_id": run.id, "type": run.job_type, "status": "finished", "ended": _now(), "result": body},
-    )
+    shown = {"job_id": run.id, "type": run.job_type, "status": "finished", "ended": _now(), "result": body}
+    write_json(run.artifacts / RESULT_FILE, public(shown, (run.artifacts.parent.parent, worker_settings().model_root)))
     return body

@@ -5,7 +5,8 @@ A record: ``id``, ``type``, ``state`` (RQ's status: ``queued``, ``deferred``, ``
 ``finished``, ``failed``, ``stopped``, ``canceled``), ``stage`` and ``message``, ``progress`` (``percent``,
 ``epoch``/``epochs``, ``step``/``steps``), ``metrics`` so far, ``counts``, ``params``, the chain (``chain``,
 ``depends_on``), times, ``error`` (when it did not finish), ``result`` (when it did), and ``artifacts`` (name, size,
-URL and path of each file under ``data/jobs/<id>/``).
+URL and path, relative to the data folder, of each file under ``data/jobs/<id>/``). No field carries an
+absolute path of the server (:mod:`services.worker.public`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rq.job import Job, JobStatus
 
 from services.errors import InvalidParameter, NotFound
 from services.worker.progress import job_dir
+from services.worker.public import public
 from services.worker.queues import ALL_QUEUES, SERIALIZER, get_queue
 
 STATES = ("queued", "deferred", "scheduled", "started", "finished", "failed", "stopped", "canceled")
@@ -40,7 +42,8 @@ def _hidden(relative: Path) -> bool:
 
 
 def artifacts(data_dir: Path, job_id: str) -> list[dict[str, Any]]:
-    """The files of a job's artifact folder and its sub-folders (hidden temporary files left out)."""
+    """The files of a job's artifact folder and its sub-folders (hidden temporary files left out); each ``path`` is
+    relative to the data folder."""
     folder = job_dir(data_dir, job_id)
     if not folder.is_dir():
         return []
@@ -51,7 +54,12 @@ def artifacts(data_dir: Path, job_id: str) -> list[dict[str, Any]]:
             continue
         name = relative.as_posix()
         found.append(
-            {"name": name, "bytes": p.stat().st_size, "url": f"/v1/jobs/{job_id}/artifacts/{name}", "path": str(p)}
+            {
+                "name": name,
+                "bytes": p.stat().st_size,
+                "url": f"/v1/jobs/{job_id}/artifacts/{name}",
+                "path": p.relative_to(data_dir).as_posix(),
+            }
         )
     return found
 
@@ -72,8 +80,11 @@ def artifact_path(data_dir: Path, job_id: str, name: str) -> Path:
     return path
 
 
-def record(job: Job, data_dir: Path, *, status: JobStatus | None = None) -> dict[str, Any]:
-    """One job's record (see the module's text)."""
+def record(
+    job: Job, data_dir: Path, *, status: JobStatus | None = None, model_root: Path | None = None
+) -> dict[str, Any]:
+    """One job's record (see the module's text), with no absolute path of the server in it: paths are relative to
+    the data folder (``jobs/<id>/log.txt``) or to ``model_root`` (``demo/3``), others cut to their last part."""
     state = status or job.get_status(refresh=False)
     meta = job.meta or {}
     body: dict[str, Any] = {
@@ -102,7 +113,26 @@ def record(job: Job, data_dir: Path, *, status: JobStatus | None = None) -> dict
     }
     if state == JobStatus.FINISHED:
         body["result"] = job.return_value()
+    elif state == JobStatus.STARTED and _heartbeat_expired(job):
+        body["stage"] = "abandoned"
+        body["message"] = (
+            "the worker running this job stopped sending heartbeats; the next worker gives it up (retried or failed)"
+        )
+    roots = [data_dir] if model_root is None else [data_dir, model_root]
+    for key in ("message", "error", "result", "params"):  # what jobs wrote (not the URLs built here)
+        body[key] = public(body[key], roots)
     return body
+
+
+def _heartbeat_expired(job: Job) -> bool:
+    """Whether a started job's heartbeat has expired (its worker is gone), read without RQ's clean-up (a reader
+    changes nothing; the workers give the job up)."""
+    if job.origin not in ALL_QUEUES:
+        return False
+    try:
+        return job.id in get_queue(job.origin, job.connection).started_job_registry.get_expired_job_ids()
+    except redis.RedisError:
+        return False
 
 
 def _candidate_ids(connection: redis.Redis) -> list[str]:
@@ -123,7 +153,13 @@ def _candidate_ids(connection: redis.Redis) -> list[str]:
 
 
 def list_records(
-    connection: redis.Redis, data_dir: Path, *, job_type: str | None = None, state: str | None = None, limit: int = 50
+    connection: redis.Redis,
+    data_dir: Path,
+    *,
+    job_type: str | None = None,
+    state: str | None = None,
+    limit: int = 50,
+    model_root: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Jobs of every queue, newest first, filtered by type and state, at most ``limit`` (up to :data:`MAX_LIST`).
 
@@ -142,7 +178,7 @@ def list_records(
         status = job.get_status(refresh=False)
         if state is not None and (status.value if status else None) != state:
             continue
-        chosen.append(record(job, data_dir, status=status))
+        chosen.append(record(job, data_dir, status=status, model_root=model_root))
         if len(chosen) >= limit:
             break
     return chosen

@@ -83,6 +83,18 @@ def test_queues_and_live_workers_come_from_redis(connection: redis.Redis) -> Non
     assert connection.sismember(f"rq:workers:{DATA_QUEUE}", worker.key)
     assert scrape(connection)[f'spotter_workers_alive{{queue="{DATA_QUEUE}"}}'] == 0
 
+    # A ghost: the record written again without an expiry (by a work-horse that outlived its worker) is not alive.
+    connection.hset(worker.key, "successful_job_count", 1)
+    assert connection.ttl(worker.key) == -1
+    assert scrape(connection)[f'spotter_workers_alive{{queue="{DATA_QUEUE}"}}'] == 0
+    # Nor is a worker that registered its death (its record stays a minute).
+    other = Worker([get_queue(DATA_QUEUE, connection)], connection=connection, serializer=SERIALIZER)
+    other.register_birth()
+    assert scrape(connection)[f'spotter_workers_alive{{queue="{DATA_QUEUE}"}}'] == 1
+    other.register_death()
+    connection.sadd(f"rq:workers:{DATA_QUEUE}", other.key)  # as if still listed
+    assert scrape(connection)[f'spotter_workers_alive{{queue="{DATA_QUEUE}"}}'] == 0
+
 
 def test_a_scrape_changes_nothing_in_redis(connection: redis.Redis) -> None:
     """RQ's registry counts clean up by default (failing abandoned jobs, running their callbacks); a scrape must

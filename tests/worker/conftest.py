@@ -21,6 +21,7 @@ def settings(tmp_path: Path, redis_url: str) -> Iterator[WorkerSettings]:
         redis_url=redis_url,
         worker_metrics_port=0,
         job_monitoring_interval=2,
+        heartbeat_grace_seconds=3,
         log_json=False,
     )
     set_worker_settings(s)

@@ -19,6 +19,7 @@ def worker_env(settings: WorkerSettings) -> dict[str, str]:
         "SPOTTER_DATA_DIR": str(settings.data_dir),
         "SPOTTER_WORKER_METRICS_PORT": "0",
         "SPOTTER_JOB_MONITORING_INTERVAL": str(settings.job_monitoring_interval),
+        "SPOTTER_HEARTBEAT_GRACE_SECONDS": str(settings.heartbeat_grace_seconds),
         "SPOTTER_LOG_JSON": "false",
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
@@ -55,8 +56,47 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def start_worker(settings: WorkerSettings, log_dir: Path, ready: Callable[[], bool]) -> ServerProcess:
-    """A long-running ``spotter worker``; ``ready`` says when the test may go on (e.g. a job has started)."""
+def start_worker(
+    settings: WorkerSettings,
+    log_dir: Path,
+    ready: Callable[[], bool],
+    *,
+    name: str = "worker",
+    env: dict[str, str] | None = None,
+) -> ServerProcess:
+    """A long-running ``spotter worker``; ``ready`` says when the test may go on (e.g. a job has started); ``env``
+    overrides the worker's environment (``SPOTTER_WORKER_METRICS_PORT``...); its log is ``<log_dir>/<name>.log``."""
     return start_server(
-        "worker", spotter_command("worker"), log_dir=log_dir, ready=ready, env=worker_env(settings), cwd=REPO
+        name,
+        spotter_command("worker"),
+        log_dir=log_dir,
+        ready=ready,
+        env={**worker_env(settings), **(env or {})},
+        cwd=REPO,
     )
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of a process (``R``, ``S``, ``Z``...), or None when there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie is not: it has ended, it only waits to be reaped)."""
+    return process_state(pid) not in (None, "Z")
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found

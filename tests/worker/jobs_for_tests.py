@@ -50,3 +50,30 @@ def suicide_job(body: dict[str, Any]) -> dict[str, Any]:
         run.update(stage="about to die", force=True)
         os.kill(os.getpid(), signal.SIGKILL)
         return finish(run, {})
+
+
+def steps_job(body: dict[str, Any]) -> dict[str, Any]:
+    """``steps`` steps of ``step_seconds`` each, with progress; a rerun resumes after the last step done, which it
+    keeps in the ``marker`` file (as training keeps checkpoints)."""
+    marker = Path(body["marker"])
+    steps = int(body["steps"])
+    with job_run("test") as run:
+        done = int(marker.read_text()) if marker.exists() else 0
+        run.update(stage="working", force=True, resumed_from=done)
+        for step in range(done + 1, steps + 1):
+            time.sleep(float(body["step_seconds"]))
+            marker.write_text(str(step))
+            run.update(progress=100.0 * step / steps, message=f"step {step}/{steps}", step=step, force=True)
+        return finish(run, {"steps": steps, "resumed_from": done})
+
+
+def path_error_job(body: dict[str, Any]) -> dict[str, Any]:
+    """Fails as an OS call on a long name in the data folder would (the path is in the exception's text)."""
+    with job_run("test"):
+        raise OSError(36, "File name too long", body["path"])
+
+
+def bad_path_input_job(body: dict[str, Any]) -> dict[str, Any]:
+    """Refuses its input with a message that names a file of the server."""
+    with job_run("test"):
+        raise InvalidInput(f"cannot read {body['path']}: not an archive")

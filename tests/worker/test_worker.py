@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -13,14 +11,14 @@ import redis
 from prometheus_client import generate_latest
 from rq.command import send_stop_job_command
 from rq.job import JobStatus
-from rq.registry import StartedJobRegistry
 
 from services.worker.config import WorkerSettings
 from services.worker.metrics import worker_registry
 from services.worker.progress import RESULT_FILE, job_dir
 from services.worker.queues import ALL_QUEUES, DATA_QUEUE, SERIALIZER, TRAIN_QUEUE, enqueue, fetch_job
-from services.worker.worker import build_worker, sweep_leftovers
-from tests.worker.helpers import children, run_burst_worker, start_worker
+from services.worker.records import record
+from services.worker.worker import build_worker
+from tests.worker.helpers import run_burst_worker, start_worker
 from tests.worker.jobs_for_tests import MODULE
 
 
@@ -145,44 +143,73 @@ def test_a_job_stopped_on_request_ends_stopped(
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("retries", [0, 1])
-def test_a_killed_worker_leaves_its_job_visibly_failed_or_requeued(
-    retries: int, settings: WorkerSettings, connection: redis.Redis, tmp_path: Path
-) -> None:
-    job = enqueue(connection, TRAIN_QUEUE, f"{MODULE}.sleep_job", {"seconds": 120}, job_type="test", retries=retries)
-    upload = settings.data_dir / "uploads" / job.id
-    upload.mkdir(parents=True)
-    worker = start_worker(
-        settings, tmp_path / "logs", lambda: fetch_job(job.id, connection).meta["stage"] == "sleeping"
-    )
-    horse = fetch_job(job.id, connection).meta["pid"]
-    others = children(worker.proc.pid)  # the horse and RQ's scheduler process
-    assert horse in others
-    worker.kill()  # SIGKILL: no clean-up at all
-    for pid in others:
-        os.kill(pid, signal.SIGKILL)
-    assert fetch_job(job.id, connection).get_status() == JobStatus.STARTED  # nobody knows yet
-
-    # Its heartbeat would expire about a minute after the last one (job_monitoring_interval + 60 s); RQ's registry
-    # clean-up (every worker's maintenance, or a reader) then gives the job up. Here the clock is moved, not waited.
-    registry = StartedJobRegistry(TRAIN_QUEUE, connection=connection, serializer=SERIALIZER)
-    registry.cleanup(timestamp=time.time() + 3600)
-    given_up = fetch_job(job.id, connection)
-    if retries:
-        assert given_up.get_status() == JobStatus.QUEUED  # it will run again
-        assert upload.exists()
-    else:
-        assert given_up.get_status() == JobStatus.FAILED
-        assert given_up.meta["error"]["code"] == "abandoned"
-        assert "AbandonedJobError" in given_up.latest_result().exc_string
-        assert sweep_leftovers(settings.data_dir, connection, stale_hours=6) == 1  # a new worker sweeps
-        assert not upload.exists()
-
-
-@pytest.mark.integration
 def test_the_worker_command(settings: WorkerSettings, connection: redis.Redis, tmp_path: Path) -> None:
     job = enqueue(connection, TRAIN_QUEUE, f"{MODULE}.progress_job", {"x": 2}, job_type="test")
     run_burst_worker(settings, tmp_path / "logs", "--queue", DATA_QUEUE)  # not its queue
     assert fetch_job(job.id, connection).get_status() == JobStatus.QUEUED
     run_burst_worker(settings, tmp_path / "logs")
     assert fetch_job(job.id, connection).return_value()["answer"] == 4
+
+
+def test_a_job_waiting_for_its_retry_shows_retrying_not_failed(
+    settings: WorkerSettings, connection: redis.Redis, tmp_path: Path
+) -> None:
+    marker = tmp_path / "attempts"
+    job = enqueue(
+        connection,
+        DATA_QUEUE,
+        f"{MODULE}.flaky_job",
+        {"marker": str(marker)},
+        job_type="test",
+        retries=1,
+        retry_intervals=[600],
+    )
+    burst(connection)  # the first run fails; the retry waits in the scheduled registry
+    shown = record(fetch_job(job.id, connection), settings.data_dir)
+    assert (shown["state"], shown["stage"]) == ("scheduled", "retrying")
+    assert shown["error"] == {"code": "internal", "message": "ConnectionError: redis went away"}
+    assert result_file(settings, job.id)["status"] == "retrying"
+
+
+def test_job_errors_and_records_carry_no_server_paths(settings: WorkerSettings, connection: redis.Redis) -> None:
+    data = settings.data_dir.resolve()
+    inside = data / "uploads" / "abc" / ("x" * 300 + ".jpg")
+    failed = enqueue(connection, DATA_QUEUE, f"{MODULE}.path_error_job", {"path": str(inside)}, job_type="test")
+    refused = enqueue(
+        connection, DATA_QUEUE, f"{MODULE}.bad_path_input_job", {"path": "/srv/secret/layout/a.zip"}, job_type="test"
+    )
+    done = enqueue(connection, DATA_QUEUE, f"{MODULE}.progress_job", {"x": 1}, job_type="test")
+    for _ in range(2):  # the OSError is retried once, then fails
+        burst(connection)
+    shown = {j.id: record(fetch_job(j.id, connection), settings.data_dir) for j in (failed, refused, done)}
+    assert shown[failed.id]["error"] == {
+        "code": "internal",
+        "message": f"OSError: [Errno 36] File name too long: 'uploads/abc/{'x' * 300}.jpg'",
+    }
+    assert shown[refused.id]["error"]["message"] == "cannot read a.zip: not an archive"
+    assert shown[refused.id]["state"] == "failed" and shown[refused.id]["stage"] == "failed"
+    assert result_file(settings, failed.id)["error"] == shown[failed.id]["error"]
+    assert shown[done.id]["result"]["artifacts"]["dir"] == f"jobs/{done.id}"
+    assert result_file(settings, done.id)["result"]["artifacts"]["log"] == f"jobs/{done.id}/log.txt"  # served too
+    assert {a["path"] for a in shown[done.id]["artifacts"]} >= {f"jobs/{done.id}/extra.json"}
+    for body in shown.values():
+        text = json.dumps(body)
+        assert str(data) not in text and str(settings.data_dir) not in text and "/srv/" not in text, text
+
+
+@pytest.mark.integration
+def test_bad_input_is_one_log_line_and_a_transient_error_is_retried(
+    settings: WorkerSettings, connection: redis.Redis, tmp_path: Path
+) -> None:
+    bad = enqueue(connection, DATA_QUEUE, f"{MODULE}.bad_input_job", {}, job_type="test", retries=3)
+    flaky = enqueue(
+        connection, DATA_QUEUE, f"{MODULE}.flaky_job", {"marker": str(tmp_path / "m")}, job_type="test", retries=1
+    )
+    output = run_burst_worker(settings, tmp_path / "logs")
+    mentions = [line for line in output.splitlines() if "the input is bad" in line]
+    assert len(mentions) == 1 and "refused" in mentions[0], output
+    assert "InvalidInput" not in output, output  # no traceback of it (one would name the class)
+    assert "Traceback" in output and "ConnectionError: redis went away" in output  # the transient error's
+    assert fetch_job(bad.id, connection).get_status() == JobStatus.FAILED
+    assert fetch_job(bad.id, connection).retries_left == 0
+    assert fetch_job(flaky.id, connection).return_value()["attempts"] == 2
