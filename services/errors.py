@@ -34,6 +34,13 @@ class InvalidInput(SpotterError):
     code = "invalid_input"
 
 
+class TrainingDiverged(InvalidInput):
+    """Training's loss became NaN or infinite (a learning rate too high for the data, or bad boxes): the job fails,
+    is not retried, and keeps no weights from the diverged steps."""
+
+    code = "training_diverged"
+
+
 class InvalidParameter(SpotterError):
     """A parameter is out of range or of the wrong type (``min_score=2``, an unknown job type)."""
 

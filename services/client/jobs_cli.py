@@ -232,7 +232,8 @@ def train(
     alpha: Annotated[float, typer.Option(help="width multiplier")] = 0.35,
     input_size: Annotated[int, typer.Option(help="the model's canvas (a multiple of 32)")] = 320,
     weights: Annotated[
-        str, typer.Option(help="imagenet (from Keras's cache if there), none, or a weights file")
+        str,
+        typer.Option(help="imagenet (from Keras's cache if there), none, or the name of a file in <data dir>/weights/"),
     ] = "imagenet",
     epochs: Annotated[int, typer.Option()] = 10,
     steps_per_epoch: Annotated[int | None, typer.Option(help="default: one pass over train")] = None,

@@ -78,7 +78,8 @@ def resolve_weights(backbone: str, alpha: float, weights: str | None, *, size: i
         if not cached.is_file():
             log.warning(
                 "backbone %s (alpha %g) trains from scratch: its ImageNet weights are not in Keras's cache (%s), and "
-                "nothing is downloaded at run time; put the file there (or pass its path as weights) to fine-tune",
+                "nothing is downloaded at run time; put the file there (or put a weights file in the data folder's "
+                "weights/ folder and pass its name as weights) to fine-tune",
                 backbone,
                 alpha,
                 cached,

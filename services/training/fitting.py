@@ -1,6 +1,8 @@
 """One Keras ``fit`` for every kind of model, with what a training job needs around it: a checkpoint every epoch
 (resumable: weights, optimizer state, history, early-stopping state), early stopping on validation loss, TensorBoard
-logs, and progress (epoch, step, percent, losses) reported while it runs.
+logs, and progress (epoch, step, percent, losses) reported while it runs. A loss that becomes NaN or infinite fails
+the fit with :class:`~services.errors.TrainingDiverged` (:class:`~services.training.train.StopOnNonFiniteLoss`)
+before that epoch's checkpoint is written.
 
 Early stopping is done here rather than by ``keras.callbacks.EarlyStopping`` because its state (best loss, epochs
 without improvement) must survive a resume: it is part of every checkpoint.
@@ -20,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from services.training.checkpoints import save_checkpoint
+from services.training.train import StopOnNonFiniteLoss
 
 log = logging.getLogger(__name__)
 
@@ -179,15 +182,22 @@ def fit_run(
     batch_size: int,
     report: Report,
     on_epoch: Callable[[int, FitState], None] = lambda epoch, state: None,
+    learning_rate: float | None = None,
 ) -> FitState:
     """Fit a compiled ``model`` from ``initial_epoch`` to ``plan.epochs`` (or an early stop); ``state`` is updated
-    in place (and returned) with the history and the best epoch, and saved with every checkpoint."""
+    in place (and returned) with the history and the best epoch, and saved with every checkpoint.
+
+    Raises:
+        TrainingDiverged: the loss or validation loss became NaN or infinite (``learning_rate`` goes in the
+            message).
+    """
     if initial_epoch >= plan.epochs or state.stopped_early:
         log.info("nothing left to train: %d of %d epochs done", initial_epoch, plan.epochs)
         return state
     if validation_data is None and plan.patience:
         log.warning("no validation split: early stopping is off, every epoch is kept as the best so far")
     callbacks: list[keras.callbacks.Callback] = [
+        StopOnNonFiniteLoss(learning_rate),  # first: before a NaN is reported or checkpointed
         _Progress(plan, report, batch_size),
         _Checkpointing(plan, state, on_epoch),
     ]

@@ -7,6 +7,7 @@ Keras callbacks around :func:`fit_detector` rather than a second training loop.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from services.errors import TrainingDiverged
 from services.training.detector import DetectorConfig
 from services.training.losses import CenterNetLoss
 
@@ -72,6 +74,40 @@ def compile_detector(model: keras.Model, detector: DetectorConfig, train: TrainC
     )
     optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=train.weight_decay, clipnorm=10.0)
     model.compile(optimizer=optimizer, loss=CenterNetLoss(detector.num_classes))
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):  # type: ignore[misc]
+    """Fails the fit at the first step whose loss (or, at an epoch's end, validation loss) is NaN or infinite.
+
+    Like ``keras.callbacks.TerminateOnNaN``, but it raises :class:`~services.errors.TrainingDiverged` instead of
+    quietly stopping: a stopped fit would look finished and keep (and export) weights that are NaN. The error is
+    raised before the epoch's checkpoint is written, so the run keeps only weights from before the divergence.
+    """
+
+    def __init__(self, learning_rate: float | None = None) -> None:
+        super().__init__()
+        self.learning_rate = learning_rate
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._check((logs or {}).get("loss"), f"epoch {self.epoch + 1} step {batch + 1}", "loss")
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._check((logs or {}).get("val_loss"), f"epoch {epoch + 1}", "validation loss")
+
+    def _check(self, value: Any, where: str, what: str) -> None:
+        if value is None or math.isfinite(float(value)):
+            return
+        rate = f" (learning_rate {self.learning_rate:g})" if self.learning_rate is not None else ""
+        self.model.stop_training = True
+        raise TrainingDiverged(
+            f"training diverged: the {what} became {float(value)} at {where}; lower the learning rate{rate}, and "
+            "check the dataset's boxes",
+            details={"where": where, "metric": what},
+        )
 
 
 class ProgressLog(keras.callbacks.Callback):  # type: ignore[misc]
@@ -197,7 +233,7 @@ def fit_detector(
         epochs=train.epochs,
         steps_per_epoch=train.steps_per_epoch,
         validation_data=validation_data,
-        callbacks=[progress, *callbacks],
+        callbacks=[StopOnNonFiniteLoss(train.learning_rate), progress, *callbacks],
         initial_epoch=initial_epoch,
         verbose=0,
     )

@@ -66,7 +66,11 @@ def test_every_bad_row_is_reported_with_its_row_number(tmp_path: Path) -> None:
         (Severity.ERROR, "missing_class", "labels.csv", "row 6"),
         (Severity.ERROR, "csv_short_row", "labels.csv", "row 7"),
     ]
-    assert [len(a.objects) for a in annotations] == [1]
+    # scene_001's rows were all rejected: it is kept with its rejected count, so validation drops it with a problem
+    assert [(a.filename, len(a.objects), a.rejected) for a in annotations] == [
+        ("images/scene_000.jpg", 1, 0),
+        ("images/scene_001.jpg", 0, 2),
+    ]
 
 
 def test_a_csv_without_the_columns_is_fatal(tmp_path: Path) -> None:

@@ -35,6 +35,9 @@ def _obj(label: str, *box: float, where: str = "object[1]") -> ObjectAnnotation:
         ((10, 10, 10, 50), None, "box_empty"),
         ((100, 100, 200, 200), None, "box_outside"),
         ((200, 200, 250, 250), None, "box_outside"),
+        ((10, 10, float("nan"), 50), None, "bad_box"),  # a TFRecord source's NaN (readers refuse it earlier)
+        ((10, float("-inf"), 50, 50), None, "bad_box"),
+        ((10, 10, float("inf"), 50), None, "bad_box"),
     ],
 )
 def test_box_rules(box: tuple[float, ...], kept: tuple[float, ...] | None, code: str) -> None:

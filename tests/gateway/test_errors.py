@@ -22,6 +22,7 @@ from tests.support.processes import free_port
 # docs/architecture.md's table.
 EXPECTED = {
     errors.InvalidInput: 400,
+    errors.TrainingDiverged: 400,  # a job failure, shown in the job record; the class is bad input (not retried)
     errors.InvalidParameter: 422,
     errors.UnsupportedMediaType: 415,
     errors.NotAcceptable: 406,
@@ -61,6 +62,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     settings = GatewaySettings(
         _env_file=None,
         tfs_grpc=f"127.0.0.1:{free_port()}",  # nobody listens: the model server is down
+        grpc_port=0,  # a free port: other gateways may hold 50051
         tfs_deadline_seconds=2.0,
         model_root=root,
         max_image_bytes=1000,

@@ -6,11 +6,46 @@ images. :mod:`.validate` then checks each image and box against the real image.
 
 from __future__ import annotations
 
+import math
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
 from services.vision.boxes import Box
+
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+"""A decimal number as annotation tools write it: no ``nan``/``inf``, no ``4_0`` (Python's ``float`` takes both)."""
+
+MAX_CLASS_NAME_CHARS = 128
+
+
+def parse_number(text: str) -> float:
+    """A finite decimal number (``12``, ``12.5``, ``-3``, ``1e3``), strictly: anything else is a ``ValueError``.
+
+    Python's ``float``/``int`` accept ``nan``, ``inf``, ``infinity``, digit separators (``4_0`` is 40) and
+    non-ASCII digits; none of those is a coordinate a labelling tool writes.
+    """
+    stripped = text.strip()
+    if not _NUMBER.fullmatch(stripped):
+        raise ValueError(f"{text!r} is not a number")
+    value = float(stripped)
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is out of range")
+    return value
+
+
+def class_name_problem(name: str) -> str:
+    """Why ``name`` can't be a class name ("" when it can): it becomes a label-map entry and a metric label."""
+    if not name.strip():
+        return "the class name is empty"
+    if len(name) > MAX_CLASS_NAME_CHARS:
+        return f"the class name is {len(name)} characters long; at most {MAX_CLASS_NAME_CHARS}"
+    for ch in name:
+        if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp"):
+            return f"the class name {name!r} holds a control character (U+{ord(ch):04X})"
+    return ""
 
 
 class SourceFormat(StrEnum):
@@ -55,6 +90,8 @@ class ImageAnnotation:
         width, height: the size the source declares, if it declares one.
         objects: boxes (detection datasets).
         labels: image-level labels (classification datasets and pools); may be empty for unlabelled pool images.
+        rejected: objects the reader refused (bad box, no name, no ``<bndbox>``): an image that had objects and
+            keeps none is dropped, never kept as a background image.
     """
 
     filename: str
@@ -65,6 +102,7 @@ class ImageAnnotation:
     height: int | None = None
     objects: list[ObjectAnnotation] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
+    rejected: int = 0
 
     def classes(self) -> set[str]:
         """Every class this image counts for when splitting: its box labels and its image-level labels."""

@@ -5,7 +5,8 @@ Two passes, both with the same limits:
 1. :func:`check_archive` reads only the listing (the gateway calls it as soon as an upload has arrived, so a hostile
    archive gets its 400 or 413 before any job is queued): every entry must be a plain file or folder with a relative
    path that stays inside the archive (no ``../``, no absolute or drive paths, no symbolic or hard links, devices or
-   sparse files), of a type the format takes, and the entry count and declared sizes must be within the limits.
+   sparse files), at most 255 bytes long (so is each folder or file name in it: the file system's limit), of a type
+   the format takes, and the entry count and declared sizes must be within the limits.
 2. :func:`extract_archive` (in the import job) writes each allowed entry itself, never through ``extractall``: the
    target path is built from the checked name, opened with ``O_EXCL | O_NOFOLLOW``, and the bytes actually
    decompressed are counted against the limits, because the sizes a zip declares can lie.
@@ -15,6 +16,7 @@ Nothing here imports TensorFlow: the gateway uses it.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tarfile
@@ -56,6 +58,8 @@ _RECORD_NAME = re.compile(r"\.(tfrecord|tfrecords|record|records|tfrec)(-\d+-of-
 _JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 _DOC_SUFFIXES = (".txt", ".md", ".json")
 _CHUNK = 1 << 20
+MAX_NAME_BYTES = 255
+"""Longest entry path (UTF-8 bytes) an archive may hold; each name in it is then within the file system's 255."""
 
 
 def is_record_name(name: str) -> bool:
@@ -113,6 +117,22 @@ def _unsafe_reason(raw: str) -> str:
     if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
         return "an absolute path"
     return "a path that leaves the archive (..)"
+
+
+def _length_problem(name: str) -> str:
+    """Why an entry's path is too long for the file system ("" when it is not)."""
+    size = len(name.encode("utf-8"))
+    longest = max((len(part.encode("utf-8")) for part in name.split("/")), default=0)
+    if longest > MAX_NAME_BYTES:
+        return f"a file or folder name of {longest} bytes; at most {MAX_NAME_BYTES}"
+    if size > MAX_NAME_BYTES:
+        return f"a path of {size} bytes; at most {MAX_NAME_BYTES}"
+    return ""
+
+
+def _shorten(text: str, keep: int = 80) -> str:
+    """A long entry name cut for messages (the full one is in no message: it is the attacker's text)."""
+    return text if len(text) <= keep else f"{text[: keep // 2]}...{text[-keep // 2 :]}"
 
 
 @dataclass(slots=True)
@@ -204,6 +224,8 @@ def check_archive(path: Path, fmt: SourceFormat, limits: ArchiveLimits) -> list[
                 refused.append({"member": entry.raw, "reason": entry.kind})
             elif name is None:
                 refused.append({"member": entry.raw, "reason": _unsafe_reason(entry.raw)})
+            elif too_long := _length_problem(name):
+                refused.append({"member": _shorten(entry.raw), "reason": too_long})
             elif name in seen:
                 refused.append({"member": entry.raw, "reason": "a second entry with the same path"})
             else:
@@ -218,7 +240,7 @@ def check_archive(path: Path, fmt: SourceFormat, limits: ArchiveLimits) -> list[
     finally:
         opened.close()
     if refused:
-        shown = "; ".join(f"{r['member']!r}: {r['reason']}" for r in refused[:5])
+        shown = "; ".join(f"{_shorten(r['member'])!r}: {r['reason']}" for r in refused[:5])
         more = f" (and {len(refused) - 5} more)" if len(refused) > 5 else ""
         raise InvalidInput(f"the archive was refused: {shown}{more}", details={"refused": refused})
     if not members:
@@ -278,14 +300,18 @@ def _write_member(
     # The name was checked, but the target is checked again where it is built: defence in depth.
     if not target.resolve().is_relative_to(dest):
         raise InvalidInput(f"{name!r}: a path that leaves the archive")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.parent.resolve() != target.parent or not target.parent.resolve().is_relative_to(dest):
-        raise InvalidInput(f"{name!r}: a folder in its path is a link")
-    written = 0
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent.resolve() != target.parent or not target.parent.resolve().is_relative_to(dest):
+            raise InvalidInput(f"{name!r}: a folder in its path is a link")
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     except FileExistsError as exc:
         raise InvalidInput(f"{name!r}: a second entry with the same path") from exc
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:  # checked by the listing; the server's own path may add to it
+            raise InvalidInput(f"{_shorten(name)!r}: the path is too long for the file system") from exc
+        raise
+    written = 0
     with os.fdopen(fd, "wb") as out:
         while chunk := src.read(_CHUNK):
             written += len(chunk)

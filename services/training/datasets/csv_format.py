@@ -4,6 +4,11 @@ This is the layout of the public raccoon and Wally datasets (and of the ``xml_to
 Object Detection API tutorials). Columns are found by name, in any order, extra columns ignored. A row whose class
 and box are all empty is an image without objects (a background image). Several CSV files in one import are read
 together (``train_labels.csv`` and ``test_labels.csv``): the split is made afresh anyway.
+
+Numbers are read strictly (:func:`~.annotations.parse_number`: no ``nan``, ``inf`` or ``4_0``). A row with a bad box
+or no class is rejected; an image whose rows were all rejected is dropped and listed (by :mod:`.validate`), never
+kept as a background image. The CSV may sit anywhere in the archive (``annotations/labels.csv`` beside
+``images/``): file names are looked for beside it, at the archive's root, then by name (see :mod:`.paths`).
 """
 
 from __future__ import annotations
@@ -12,8 +17,8 @@ import csv
 import io
 from pathlib import Path
 
-from services.training.datasets.annotations import ImageAnnotation, ObjectAnnotation
-from services.training.datasets.paths import find_image
+from services.training.datasets.annotations import ImageAnnotation, ObjectAnnotation, parse_number
+from services.training.datasets.paths import AmbiguousImage, find_image
 from services.training.datasets.problems import ProblemReport
 from services.vision.boxes import Box
 
@@ -100,21 +105,14 @@ def _read_row(
         return
     seen_rows[key] = f"{rel} {where}"
 
-    label = cells["class"]
-    coords_text = [cells[c] for c in ("xmin", "ymin", "xmax", "ymax")]
-    obj: ObjectAnnotation | None = None
-    if label or any(coords_text):
-        if not label:
-            report.error("missing_class", rel, where, "the row has a box but no class")
-            return
-        try:
-            coords = [float(v) for v in coords_text]
-        except ValueError:
-            report.error("bad_box", rel, where, f"box {','.join(coords_text)!r} is not four numbers")
-            return
-        obj = ObjectAnnotation(label=label, box=Box(*coords), where=f"{where} {label!r}")
-
-    image_path = find_image(filename, csv_path.parent, root, images)
+    obj, rejected = _read_object(cells, where, rel, filename, report)
+    try:
+        image_path = find_image(filename, csv_path.parent, root, images)
+    except AmbiguousImage as exc:
+        if filename not in missing_images:
+            missing_images.add(filename)
+            report.error("ambiguous_image", rel, where, exc.describe(filename, root))
+        return
     if image_path is None:
         if filename not in missing_images:
             missing_images.add(filename)
@@ -138,17 +136,45 @@ def _read_row(
         )
         if None not in declared and declared != (annotation.width, annotation.height):
             report.warning(
-                "inconsistent_size", rel, where, f"declares {declared[0]}x{declared[1]}; {annotation.where} did not"
+                "inconsistent_size",
+                rel,
+                where,
+                f"{annotation.filename}: declares {declared[0]}x{declared[1]}; {annotation.where} did not",
             )
     if obj is not None:
         annotation.objects.append(obj)
+    annotation.rejected += rejected
+
+
+def _read_object(
+    cells: dict[str, str], where: str, rel: str, filename: str, report: ProblemReport
+) -> tuple[ObjectAnnotation | None, int]:
+    """The row's box, or none (a background row); and 1 when the row had a box that is rejected."""
+    label = cells["class"]
+    coords_text = [cells[c] for c in ("xmin", "ymin", "xmax", "ymax")]
+    if not label and not any(coords_text):
+        return None, 0
+    if not label:
+        report.error("missing_class", rel, where, f"{filename}: the row has a box but no class; it is rejected")
+        return None, 1
+    coords: list[float] = []
+    for column, text in zip(("xmin", "ymin", "xmax", "ymax"), coords_text, strict=True):
+        try:
+            coords.append(parse_number(text))
+        except ValueError:
+            shown = ",".join(coords_text)
+            report.error(
+                "bad_box", rel, where, f"{filename}: {column} {text!r} of box {shown!r} is not a number; it is rejected"
+            )
+            return None, 1
+    return ObjectAnnotation(label=label, box=Box(*coords), where=f"{where} {label!r}"), 0
 
 
 def _size(text: str, column: str, where: str, rel: str, report: ProblemReport | None) -> int | None:
     if not text:
         return None
     try:
-        value = int(float(text))
+        value = int(parse_number(text))
     except ValueError:
         if report is not None:
             report.warning("bad_size", rel, f"{where} {column}", f"{text!r} is not a number; the real size is used")

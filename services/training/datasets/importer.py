@@ -160,8 +160,10 @@ def import_dataset(
         raise InvalidInput(f"{source} does not exist")
     with store.staging(request.name, token) as staging:
         archive_sha = None
+        # The root is made absolute: the data folder may be relative (the default ``data``), and every path found
+        # under the root is compared with it (``relative_to``), extracted files included (they are absolute).
         if source.is_dir():
-            root = source
+            root = source.resolve()
             files = walk_files(root)
             for path in files:
                 if member_role(request.format, path.relative_to(root).as_posix()) == "refused":
@@ -169,7 +171,7 @@ def import_dataset(
                         "ignored_file", path.relative_to(root).as_posix(), "", "not a file type this import takes"
                     )
         else:
-            root = staging / "source"
+            root = (staging / "source").resolve()
             root.mkdir()
             archive_sha = file_sha256(source)
             files = sorted(extract_archive(source, root, request.format, request.limits, tick("extract")))

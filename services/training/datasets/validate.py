@@ -4,11 +4,15 @@ Rules (each problem names its file and row or element):
 
 - an image that is missing, not an image, truncated or too large is dropped (error);
 - a declared width/height that differs from the real image: the real size is used (warning);
+- a box with a coordinate that is not a finite number (``nan``, ``inf``: the readers refuse them already, this
+  catches TFRecord sources) is rejected (error);
+- a class name with a control character (a NUL byte...), empty or over 128 characters is rejected (error);
 - a box with ``xmax < xmin`` or ``ymax < ymin`` is inverted, one with zero width or height is empty: rejected (error);
 - a box partly outside the image is clipped to it (warning) if at least half of it is inside, else rejected (error);
 - a class that is not in the given label map: the box (or image-level label) is rejected (error);
-- an image whose boxes were all rejected is dropped (error), so it never teaches the model that its objects are
-  background; an image that never had boxes is kept as a background image;
+- an image whose boxes were all rejected (here, or by the reader: no ``<name>``, no ``<bndbox>``, a bad number) is
+  dropped (error), so it never teaches the model that its objects are background; an image that never had boxes is
+  kept as a background image;
 - the same image content twice (sha256) keeps the first one (warning), so no image lands in two splits.
 
 JPEG and PNG files are stored byte for byte. Anything else Pillow can read (a GIF named ``.jpg``, a CMYK JPEG, a
@@ -20,13 +24,19 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from services.training.datasets.annotations import DatasetKind, ImageAnnotation, ObjectAnnotation
+from services.training.datasets.annotations import (
+    DatasetKind,
+    ImageAnnotation,
+    ObjectAnnotation,
+    class_name_problem,
+)
 from services.training.datasets.problems import ProblemReport
 from services.vision.boxes import Box
 
@@ -136,6 +146,8 @@ def valid_image_from_bytes(
 def check_box(obj: ObjectAnnotation, width: int, height: int) -> tuple[Box | None, str, str]:
     """The box to keep (clipped), or ``None``; and a problem code and message ("" when the box is fine)."""
     box = obj.box
+    if not all(math.isfinite(v) for v in box.as_tuple()):
+        return None, "bad_box", f"box {_fmt(box)} has a coordinate that is not a finite number"
     if box.xmax < box.xmin or box.ymax < box.ymin:
         return None, "box_inverted", f"inverted box {_fmt(box)} (max below min)"
     if box.xmax == box.xmin or box.ymax == box.ymin:
@@ -221,11 +233,16 @@ def _validate_one(
             "size_mismatch",
             ann.source,
             ann.where or "<size>",
-            f"declared size {shown} differs from the image's real {info.width}x{info.height}; the real size is used",
+            f"{ann.filename}: declared size {shown} differs from the image's real {info.width}x{info.height}; "
+            "the real size is used",
         )
 
     objects: list[ObjectAnnotation] = []
     for obj in ann.objects:
+        refused = class_name_problem(obj.label)
+        if refused:
+            report.error("bad_class_name", ann.source, obj.where, f"{ann.filename}: {refused}; the box is rejected")
+            continue
         if classes is not None and obj.label not in classes:
             report.error("unknown_class", ann.source, obj.where, f"class {obj.label!r} is not in the label map")
             continue
@@ -234,15 +251,18 @@ def _validate_one(
             (report.warning if box is not None else report.error)(code, ann.source, obj.where, message)
         if box is not None:
             objects.append(ObjectAnnotation(obj.label, box, obj.where, obj.truncated, obj.difficult, obj.view))
-    if ann.objects and not objects:
+    if (ann.objects or ann.rejected) and not objects:
         report.error(
-            "no_valid_boxes", ann.source, ann.where, f"every box of {ann.filename} was rejected; image dropped"
+            "no_valid_boxes", ann.source, ann.where, f"every object of {ann.filename} was rejected; image dropped"
         )
         return None
 
     labels = []
     for label in ann.labels:
-        if classes is not None and label not in classes:
+        refused = class_name_problem(label)
+        if refused:
+            report.error("bad_class_name", ann.source, ann.where, f"{ann.filename}: {refused}; the label is rejected")
+        elif classes is not None and label not in classes:
             report.error("unknown_class", ann.source, ann.where, f"class {label!r} is not in the label map")
         else:
             labels.append(label)

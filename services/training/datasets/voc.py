@@ -4,8 +4,10 @@ Reading goes through defusedxml with DTDs, entities and external references forb
 external-entity file is refused (a fatal problem naming the file) before anything is expanded or fetched. Writing
 (used for review lists that people correct in LabelImg) uses the standard library's serializer, which is safe.
 
-Coordinates are taken as pixels exactly as written, like the TF Object Detection API's own VOC converter does (no
-one-pixel offset): LabelImg writes what it shows.
+Numbers are read strictly (:func:`~.annotations.parse_number`: no ``nan``, ``inf`` or ``4_0``); an object with a bad
+number, no ``<name>`` or no ``<bndbox>`` is rejected, and an image whose objects were all rejected is dropped (by
+:mod:`.validate`), never kept as a background image. Coordinates are taken as pixels exactly as written, like the
+TF Object Detection API's own VOC converter does (no one-pixel offset): LabelImg writes what it shows.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from pathlib import Path
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
-from services.training.datasets.annotations import ImageAnnotation, ObjectAnnotation
-from services.training.datasets.paths import IMAGE_SUFFIXES, find_image
+from services.training.datasets.annotations import ImageAnnotation, ObjectAnnotation, parse_number
+from services.training.datasets.paths import IMAGE_SUFFIXES, AmbiguousImage, find_image
 from services.training.datasets.problems import ProblemReport
 from services.vision.boxes import Box
 
@@ -61,18 +63,26 @@ def read_voc_file(
         return None
 
     filename = (element.findtext("filename") or "").strip()
-    image_path = _find_image(xml_path, filename, root, images)
     shown = filename or f"{xml_path.stem}.*"
-    if image_path is None:
-        report.error("missing_image", rel, "<filename>", f"image {shown!r} not found in the archive")
+    try:
+        image_path = _find_image(xml_path, filename, root, images)
+    except AmbiguousImage as exc:
+        image_path = None
+        report.error("ambiguous_image", rel, "<filename>", exc.describe(shown, root))
+    else:
+        if image_path is None:
+            report.error("missing_image", rel, "<filename>", f"image {shown!r} not found in the archive")
     width = _declared_int(element, "size/width", rel, report)
     height = _declared_int(element, "size/height", rel, report)
 
     objects: list[ObjectAnnotation] = []
+    rejected = 0
     for index, obj in enumerate(element.iterfind("object"), start=1):
         parsed = _read_object(obj, index, rel, report)
         if parsed is not None:
             objects.append(parsed)
+        else:
+            rejected += 1
     if image_path is None:
         return None
     return ImageAnnotation(
@@ -82,6 +92,7 @@ def read_voc_file(
         width=width,
         height=height,
         objects=objects,
+        rejected=rejected,
     )
 
 
@@ -100,7 +111,7 @@ def _declared_int(element: ET.Element, path: str, rel: str, report: ProblemRepor
     if not text:
         return None
     try:
-        value = int(float(text))
+        value = int(parse_number(text))
     except ValueError:
         report.warning("bad_size", rel, f"<{path}>", f"{text!r} is not a number; the image's real size is used")
         return None
@@ -111,19 +122,19 @@ def _read_object(obj: ET.Element, index: int, rel: str, report: ProblemReport) -
     name = (obj.findtext("name") or "").strip()
     where = f"object[{index}]" + (f" {name!r}" if name else "")
     if not name:
-        report.error("missing_class", rel, where, "the object has no <name>")
+        report.error("missing_class", rel, where, "the object has no <name>; it is rejected")
         return None
     bndbox = obj.find("bndbox")
     if bndbox is None:
-        report.error("missing_box", rel, where, "the object has no <bndbox>")
+        report.error("missing_box", rel, where, "the object has no <bndbox>; it is rejected")
         return None
     coords: list[float] = []
     for tag in ("xmin", "ymin", "xmax", "ymax"):
         text = (bndbox.findtext(tag) or "").strip()
         try:
-            coords.append(float(text))
+            coords.append(parse_number(text))
         except ValueError:
-            report.error("bad_box", rel, f"{where} <{tag}>", f"{text!r} is not a number")
+            report.error("bad_box", rel, f"{where} <{tag}>", f"{text!r} is not a number; the object is rejected")
             return None
     return ObjectAnnotation(
         label=name,
@@ -137,7 +148,7 @@ def _read_object(obj: ET.Element, index: int, rel: str, report: ProblemReport) -
 
 def _flag(text: str | None) -> bool:
     try:
-        return int(float((text or "0").strip() or "0")) != 0
+        return int(parse_number((text or "0").strip() or "0")) != 0
     except ValueError:
         return False
 
