@@ -19,7 +19,8 @@ class RequestIdFilter(logging.Filter):
 
 
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
-    """Configure the root logger once per process; uvicorn and RQ are started so that they use it."""
+    """Configure the root logger once per process; uvicorn and RQ are started so that they use it, and Python's
+    warnings are logged through it."""
     formatter: dict[str, object]
     if json:
         formatter = {
@@ -49,3 +50,6 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
             },
         }
     )
+    # Library warnings (Pillow's DecompressionBombWarning and EXIF warnings, deprecations) become WARNING records of
+    # the `py.warnings` logger, one JSON line like every other, instead of raw text on stderr.
+    logging.captureWarnings(True)

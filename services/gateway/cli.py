@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 
 import typer
@@ -18,6 +19,7 @@ def gateway(
 
     from services.gateway.app import create_app
     from services.gateway.config import GatewaySettings
+    from services.gateway.httpserver import server_config
     from services.logs import configure_logging
 
     settings = GatewaySettings()
@@ -26,13 +28,11 @@ def gateway(
     if port is not None:
         settings.http_port = port
     configure_logging(settings.log_level, json=settings.log_json)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        timeout_graceful_shutdown=10,
-    )
+    server = uvicorn.Server(server_config(create_app(settings), settings))
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it stopped on, once stopped
+        server.run()
+    if not server.started:  # the lifespan or the socket failed (uvicorn.run's exit code for it)
+        raise typer.Exit(3)
 
 
 def register(app: typer.Typer) -> None:

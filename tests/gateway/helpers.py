@@ -23,6 +23,7 @@ from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
+from services.gateway.httpserver import server_config
 from tests.support.processes import free_port
 
 
@@ -38,9 +39,8 @@ def running_gateway(settings: GatewaySettings) -> Iterator[RunningGateway]:
     """Serve ``create_app(settings)`` on 127.0.0.1 (the lifespan runs) until the block ends."""
     port = free_port()
     app = create_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on", timeout_graceful_shutdown=5)
-    )
+    # The gateway's own uvicorn configuration (its HTTP protocol and timeouts), on a free port.
+    server = uvicorn.Server(server_config(app, settings, host="127.0.0.1", port=port, timeout_graceful_shutdown=5))
     thread = threading.Thread(target=server.run, name=f"gateway-{port}", daemon=True)
     thread.start()
     started = Retrying(

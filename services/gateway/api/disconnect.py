@@ -2,19 +2,25 @@
 
 An HTTP request's handler is not cancelled when its client disconnects; inference is, here: the work runs beside a
 watcher of the connection, and a disconnect cancels it, so its images leave the batch queue and free their places.
+A client that leaves while its body is being read (Starlette's ``ClientDisconnect``) or while it waits for its answer
+(:class:`ClientDisconnected`) is not an error of ours: it is counted as status ``499`` in the request metrics and
+logged at INFO, without a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive
 
 _T = TypeVar("_T")
+
+logger = logging.getLogger(__name__)
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away first"; never reaches a client
 
@@ -52,4 +58,6 @@ async def unless_disconnected(request: Request, work: Awaitable[_T]) -> _T:
 
 async def client_disconnected_handler(request: Request, exc: Exception) -> Response:
     """Nobody will read this answer; it exists for the access log and the request metrics (status 499)."""
+    when = "while it sent its request" if isinstance(exc, ClientDisconnect) else "before its answer was ready"
+    logger.info("the client of %s %s went away %s", request.method, request.url.path, when)
     return Response(status_code=CLIENT_CLOSED_REQUEST)
