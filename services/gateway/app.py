@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI
 from redis.asyncio import Redis
 
 from services.gateway.api.errors import install_error_handlers
-from services.gateway.api.middleware import RequestContextMiddleware, track_inflight
+from services.gateway.api.middleware import BodyReadTimeout, RequestContextMiddleware, track_inflight
 from services.gateway.api.routes import datasets, health, jobs, models
 from services.gateway.batcher import Batcher
 from services.gateway.catalog import ModelCatalog
@@ -44,6 +44,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_batch_delay=settings.max_batch_delay_seconds,
         max_queue_size=settings.max_queue_size,
         max_inflight_batches=settings.max_inflight_batches,
+        max_queue_wait=settings.queue_deadline_seconds,
+        work_conserving=settings.batch_work_conserving,
         retry_after=settings.retry_after_seconds,
     )
     redis = Redis.from_url(settings.redis_url)  # connects on first use
@@ -72,10 +74,17 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         version="1.0",
         lifespan=_lifespan,
         dependencies=[Depends(track_inflight)],
+        # `/v1/models/` is a 404 in our error shape, not a 307 to a Location built from the client's Host header.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     install_error_handlers(app)
     for routes in (health, models, datasets, jobs):
         app.include_router(routes.router)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(
+        BodyReadTimeout,
+        idle_seconds=settings.http_body_idle_timeout_seconds,
+        min_bytes_per_second=settings.http_body_min_bytes_per_second,
+    )
+    app.add_middleware(RequestContextMiddleware)  # outermost: its metrics see every status, the 408s too
     return app

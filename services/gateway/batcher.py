@@ -2,10 +2,18 @@
 
 Images are queued per :class:`BatchKey` (model, resolved version). A batch leaves when it holds ``max_batch_size``
 images or its oldest image has waited ``max_batch_delay``; at most ``max_inflight_batches`` Predict calls per key are
-in flight, so while one runs the next batch fills. The queue is bounded over all keys: past ``max_queue_size`` pending
-images, :meth:`Batcher.submit` raises :class:`~services.errors.Overloaded` at once. A caller that is cancelled (its
-client went away, its deadline passed) leaves the queue and frees its place. An upstream error fails every image of
-its batch with the same domain error.
+in flight, so while one runs the next batch fills. With ``work_conserving`` (opt-in for now), a batch leaves at once
+when one of the key's Predict slots is free (a lone request never waits for company), and waits to fill, up to the
+delay, only while every slot is busy. ``spotter_batch_dispatches_total`` counts why each batch left (``full``;
+``idle``: it left without waiting for a slot; ``waited``: every slot was busy while it filled).
+
+The queue is bounded over all keys: past ``max_queue_size`` pending images, :meth:`Batcher.submit` raises
+:class:`~services.errors.Overloaded` at once. The wait is bounded too: an image that has waited ``max_queue_wait``
+seconds without its batch leaving is taken out of the queue and refused with ``Overloaded`` (``reason="deadline"``),
+and a batch never carries an image past its deadline, so an accepted request is served within its deadline or
+refused, never served late (``spotter_queue_seconds`` never goes past it). A caller that is cancelled (its client went
+away, its deadline passed) leaves the queue and frees its place. An upstream error fails every image of its batch with
+the same domain error.
 
 The batcher is plain asyncio and knows nothing of HTTP or gRPC: both transports submit to the same instance, so
 their requests share batches.
@@ -24,6 +32,7 @@ import numpy as np
 
 from services import errors
 from services.gateway import metrics
+from services.gateway.admission import overloaded
 from services.logs import request_id_var
 
 logger = logging.getLogger(__name__)
@@ -74,6 +83,8 @@ class Batcher:
         max_batch_delay: Seconds the oldest queued image waits for its batch to fill.
         max_queue_size: Most pending (not yet sent) images over all keys.
         max_inflight_batches: Most Predict calls in flight per key.
+        max_queue_wait: Seconds an image may wait in the queue before it is refused (``None``: no limit).
+        work_conserving: Send at once while a Predict slot is free; wait for the delay only while all are busy.
         retry_after: Seconds put on the ``Overloaded`` error when the queue is full.
     """
 
@@ -85,10 +96,16 @@ class Batcher:
         max_batch_delay: float,
         max_queue_size: int,
         max_inflight_batches: int,
+        max_queue_wait: float | None = None,
+        work_conserving: bool = False,
         retry_after: float = 1.0,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_inflight_batches < 1 or max_batch_delay < 0:
             raise ValueError("batch size, queue size and in-flight batches must be positive, the delay not negative")
+        if max_queue_wait is not None and max_queue_wait <= 0:
+            raise ValueError("the queue wait must be positive")
+        self._max_wait = max_queue_wait
+        self._work_conserving = work_conserving
         self._predict = predict
         self._max_batch_size = max_batch_size
         self._delay = max_batch_delay
@@ -110,16 +127,19 @@ class Batcher:
         """Queue one image ``[S, S, 3]`` and wait for its outputs (each without the batch dimension).
 
         Raises:
-            Overloaded: the queue is full (at once, without waiting).
+            Overloaded: the queue is full (at once, without waiting), or the image waited ``max_queue_wait``
+                without its batch leaving.
             Unavailable: the batcher is shutting down.
             SpotterError: whatever the Predict call of its batch raised.
         """
         if self._closed:
             raise errors.Unavailable("the gateway is shutting down", retry_after=self._retry_after)
         if self._pending >= self._max_queue:
-            raise errors.Overloaded(
+            raise overloaded(
                 f"the batch queue is full ({self._max_queue} images waiting); retry shortly",
+                "queue_full",
                 retry_after=self._retry_after,
+                max_queue_size=self._max_queue,
             )
         lane = self._lane(key)
         loop = asyncio.get_running_loop()
@@ -131,13 +151,15 @@ class Batcher:
         if lane.worker is None:
             lane.worker = asyncio.create_task(self._run(lane), name=f"batcher-{key.model}-{key.version}")
         try:
+            if self._max_wait is not None:
+                # Bound the time in the queue only: once its batch has left, the caller waits for the Predict call.
+                await asyncio.wait((item.future,), timeout=self._max_wait)
+                if not item.future.done() and self._withdraw(lane, item):
+                    raise self._expired()
             return await item.future
         except asyncio.CancelledError:
             # The caller is gone: give its place back unless its batch already left.
-            with contextlib.suppress(ValueError):
-                lane.pending.remove(item)
-                self._pending -= 1
-                self._gauge(lane)
+            self._withdraw(lane, item)
             raise
 
     async def close(self) -> None:
@@ -156,6 +178,25 @@ class Batcher:
             self._gauge(lane)
         self._pending = 0
 
+    def _withdraw(self, lane: _Lane, item: _Item) -> bool:
+        """Take ``item`` out of the queue; False when its batch already took it."""
+        try:
+            lane.pending.remove(item)
+        except ValueError:
+            return False
+        self._pending -= 1
+        self._gauge(lane)
+        return True
+
+    def _expired(self) -> errors.Overloaded:
+        wait = self._max_wait or 0.0
+        return overloaded(
+            f"the image waited {wait * 1000:g} ms in the batch queue without being served; retry shortly",
+            "deadline",
+            retry_after=self._retry_after,
+            queue_deadline_ms=wait * 1000,
+        )
+
     def _lane(self, key: BatchKey) -> _Lane:
         lane = self._lanes.get(key)
         if lane is None:
@@ -169,23 +210,29 @@ class Batcher:
         loop = asyncio.get_running_loop()
         try:
             while lane.pending:
-                # Wait for a full batch or for the oldest image's delay to run out.
-                while 0 < len(lane.pending) < lane.limit:
+                # Wait for a full batch or for the oldest image's delay to run out. Work-conserving, only while every
+                # Predict slot is busy (a slot that frees sets ``wake``): with one free, what is queued leaves now.
+                waited = False
+                while 0 < len(lane.pending) < lane.limit and (lane.inflight.locked() or not self._work_conserving):
                     remaining = lane.pending[0].enqueued + self._delay - loop.time()
                     if remaining <= 0:
                         break
+                    waited = True
                     lane.wake.clear()
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(remaining):
                             await lane.wake.wait()
                 if not lane.pending:
                     break
+                waited = waited or lane.inflight.locked()
                 # With every Predict slot busy, keep filling: whatever waits when a slot frees leaves together.
                 await lane.inflight.acquire()
                 items = self._take(lane)
                 if not items:
                     lane.inflight.release()
                     continue
+                reason = "full" if len(items) == lane.limit else "waited" if waited else "idle"
+                metrics.BATCH_DISPATCHES.labels(lane.key.model, str(lane.key.version), reason).inc()
                 task = asyncio.create_task(self._send(lane, items))
                 self._batches.add(task)
                 task.add_done_callback(self._batches.discard)
@@ -193,24 +240,28 @@ class Batcher:
             lane.worker = None
 
     def _take(self, lane: _Lane) -> list[_Item]:
+        """The next batch: up to ``lane.limit`` live images, those past their queue deadline refused instead."""
+        now = asyncio.get_running_loop().time()
+        queue_seconds = metrics.QUEUE_SECONDS.labels(lane.key.model, str(lane.key.version))
         items: list[_Item] = []
         while lane.pending and len(items) < lane.limit:
             item = lane.pending.popleft()
             self._pending -= 1
-            if not item.future.done():
-                items.append(item)
+            if item.future.done():
+                continue
+            waited = now - item.enqueued
+            if self._max_wait is not None and waited > self._max_wait:
+                item.future.set_exception(self._expired())
+                continue
+            queue_seconds.observe(waited)
+            items.append(item)
         self._gauge(lane)
         return items
 
     async def _send(self, lane: _Lane, items: list[_Item]) -> None:
         key = lane.key
         version = str(key.version)
-        loop = asyncio.get_running_loop()
         try:
-            now = loop.time()
-            queue_seconds = metrics.QUEUE_SECONDS.labels(key.model, version)
-            for item in items:
-                queue_seconds.observe(now - item.enqueued)
             metrics.BATCH_SIZE.labels(key.model, version).observe(len(items))
             images = [item.image for item in items]
             if sum(image.nbytes for image in images) > _STACK_OFF_LOOP_BYTES:
@@ -238,6 +289,7 @@ class Batcher:
             _fail(items, err)
         finally:
             lane.inflight.release()
+            lane.wake.set()  # a batch waiting for a free slot may leave now
 
     def _gauge(self, lane: _Lane) -> None:
         metrics.QUEUE_DEPTH.labels(lane.key.model, str(lane.key.version)).set(len(lane.pending))

@@ -27,7 +27,9 @@ from services.gateway.modelconfig import configured_models
 from services.gateway.signatures import Kind, VersionInfo, describe_signature, unusable
 from services.gateway.tfs import SERVING_DEFAULT, TfsClient
 from services.gen.tfs import get_model_status_pb2, meta_graph_pb2
+from services.training.params import version_metadata
 from services.vision.labelmap import load_label_map
+from services.vision.tiling import ModelViews
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ class VersionDescription:
     kind: Kind | None = None
     input_size: int | None = None
     labels: Mapping[int, str] | None = None
+    views: ModelViews | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +259,7 @@ class ModelCatalog:
         if info.kind == "unknown":
             return info
         labels = await self._labels(name, version, meta.signatures.get("labels"))
+        views = await asyncio.to_thread(self._views, name, version)
         return VersionInfo(
             model=info.model,
             version=info.version,
@@ -265,7 +269,17 @@ class ModelCatalog:
             max_batch=info.max_batch,
             outputs=info.outputs,
             labels=labels,
+            views=views,
         )
+
+    def _views(self, name: str, version: int) -> ModelViews:
+        """How a version sees an image, from its ``assets.extra/spotter.json`` under the model root; ``whole`` when
+        it has none (a foreign model) or the file cannot be read (a gateway without the model root's files)."""
+        try:
+            return ModelViews.from_metadata(version_metadata(self._settings.model_root, name, version))
+        except (OSError, ValueError) as err:
+            logger.warning("cannot read spotter.json of %s version %d (%s): taking views 'whole'", name, version, err)
+            return ModelViews()
 
     async def _labels(
         self, name: str, version: int, signature: meta_graph_pb2.SignatureDef | None
@@ -348,7 +362,7 @@ class ModelCatalog:
                 logger.warning("cannot describe %s version %d: %s", name, version, err.message)
                 versions.append(VersionDescription(version, state))
                 continue
-            versions.append(VersionDescription(version, state, info.kind, info.input_size, info.labels))
+            versions.append(VersionDescription(version, state, info.kind, info.input_size, info.labels, info.views))
         return ModelDescription(name, versions, dict(model.version_labels))
 
     async def describe_all(self) -> list[ModelDescription]:

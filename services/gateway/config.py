@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from services.training.datasets.settings import DatasetSettings
+from services.vision.tiling import DEFAULT_MAX_TILES, DEFAULT_MERGE_IOU, DEFAULT_OVERLAP
 
 MiB = 1024 * 1024
 
@@ -30,6 +31,22 @@ class GatewaySettings(DatasetSettings):
         8, ge=1, description="frames of one DetectStream served at once (they share batches; answers stay in order)"
     )
 
+    # Slow and hostile HTTP clients (services/gateway/httpserver.py, api/middleware.py).
+    http_header_timeout_seconds: float = Field(
+        10.0, gt=0, description="time a client has to send a request line and headers; then 408 and close"
+    )
+    http_max_header_bytes: int = Field(64 * 1024, ge=1024, description="largest request line + headers; past it 431")
+    http_body_idle_timeout_seconds: float = Field(
+        10.0, gt=0, description="longest pause between the bytes of a request body; then 408 and close"
+    )
+    http_body_min_bytes_per_second: float = Field(
+        1024.0,
+        ge=0,
+        description="a body must arrive at this average rate after the first http_body_idle_timeout_seconds "
+        "(0: no rate limit), so a client that trickles bytes cannot hold a request open",
+    )
+    http_keep_alive_seconds: int = Field(5, ge=1, description="an idle kept-alive connection is closed after this")
+
     # The model server (TensorFlow Serving or the embedded one).
     tfs_grpc: str = Field("127.0.0.1:8500", description="host:port of the model server's gRPC API")
     tfs_deadline_seconds: float = Field(10.0, gt=0, description="deadline of every model-server call")
@@ -41,14 +58,33 @@ class GatewaySettings(DatasetSettings):
     # Batching.
     max_batch_size: int = Field(16, ge=1, description="1 turns batching off")
     max_batch_delay_ms: float = Field(
-        5.0, ge=0, description="longest the oldest queued image waits for a batch to fill"
+        5.0,
+        ge=0,
+        description="longest the oldest queued image waits for a batch to fill (with batch_work_conserving, only "
+        "while every Predict slot is busy)",
+    )
+    batch_work_conserving: bool = Field(
+        False,
+        description="send a batch at once while a Predict slot is free; wait for the delay only when all are busy",
     )
     max_queue_size: int = Field(256, ge=1, description="pending images over all models; past it, 503 at once")
     max_inflight_batches: int = Field(2, ge=1, description="Predict calls in flight per (model, version)")
+    queue_deadline_ms: float = Field(
+        2000.0, gt=0, description="longest an image may wait in the batch queue; past it, 503 rather than served late"
+    )
+    max_inflight_requests: int | None = Field(
+        None,
+        ge=1,
+        description="inference requests served at once (body read, decoded, queued or predicted); past it, 503 "
+        "before the body is read. Default: max_queue_size + max_batch_size * max_inflight_batches",
+    )
 
     # Uploads.
     max_image_bytes: int = Field(20 * MiB, ge=1)
     max_image_pixels: int = Field(50_000_000, ge=1)
+    max_concurrent_decodes: int = Field(
+        4, ge=1, description="images decoded at once: bounds decode memory to about this x max_image_pixels x 3 bytes"
+    )
 
     # Answers.
     default_min_score: float = Field(0.5, ge=0.0, le=1.0)
@@ -56,9 +92,15 @@ class GatewaySettings(DatasetSettings):
     default_top_k: int = Field(5, ge=1)
 
     # Tiling of large images (tile=auto|on|off).
-    tile_overlap: float = Field(0.25, ge=0.0, lt=1.0, description="fraction of a tile shared with its neighbour")
-    max_tiles: int = Field(32, ge=1, description="most tiles per image (the whole image rides along as one more view)")
-    tile_nms_iou: float = Field(0.5, gt=0.0, le=1.0, description="IoU above which merged tile boxes are duplicates")
+    tile_overlap: float = Field(
+        DEFAULT_OVERLAP, ge=0.0, lt=1.0, description="fraction of a tile shared with its neighbour"
+    )
+    max_tiles: int = Field(
+        DEFAULT_MAX_TILES, ge=1, description="most tiles per image (the whole image rides along as one more view)"
+    )
+    tile_nms_iou: float = Field(
+        DEFAULT_MERGE_IOU, gt=0.0, le=1.0, description="IoU above which merged tile boxes are duplicates"
+    )
     dynamic_input_size: int = Field(
         640, ge=32, description="canvas size for models whose metadata leaves the input size open (TF OD API exports)"
     )
@@ -94,3 +136,16 @@ class GatewaySettings(DatasetSettings):
     @property
     def max_batch_delay_seconds(self) -> float:
         return self.max_batch_delay_ms / 1000.0
+
+    @property
+    def queue_deadline_seconds(self) -> float:
+        """``queue_deadline_ms``, but at least twice ``max_batch_delay_ms``: a batch's own wait never sheds it."""
+        return max(self.queue_deadline_ms, 2 * self.max_batch_delay_ms) / 1000.0
+
+    @property
+    def admission_limit(self) -> int:
+        """Inference requests admitted at once: ``max_inflight_requests``, or what the queue and the model server's
+        in-flight batches hold."""
+        if self.max_inflight_requests is not None:
+            return self.max_inflight_requests
+        return self.max_queue_size + self.max_batch_size * self.max_inflight_batches

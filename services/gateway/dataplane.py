@@ -4,6 +4,10 @@ REST routes (``services.gateway.api``) and the gRPC servicer call these methods 
 results (or :mod:`services.errors`) into their own wire format; nothing here knows HTTP or gRPC. CPU work on images
 (decoding, letterboxing, drawing) runs in worker threads so the event loop keeps accepting requests and forming
 batches. Every view of an image (the whole image, plus its tiles when tiling) goes through the one shared batcher.
+
+Transports take an admission ticket (:meth:`Dataplane.admit`) before they read an inference request's body and hold
+it until they answer, so an overloaded gateway refuses a request before it costs a read or a decode
+(:mod:`services.gateway.admission`).
 """
 
 from __future__ import annotations
@@ -11,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
 
 from services import errors
 from services.gateway import metrics
+from services.gateway.admission import Admission
 from services.gateway.batcher import Batcher, BatchKey, Outputs, PredictFn
 from services.gateway.catalog import ModelCatalog, ModelDescription, Readiness
 from services.gateway.config import GatewaySettings
@@ -101,6 +107,18 @@ class Dataplane:
         self._settings = settings
         self._catalog = catalog
         self._batcher = batcher
+        self.admission = Admission(settings.admission_limit, retry_after=settings.retry_after_seconds)
+        # Decoding is where one request's memory peaks (up to max_image_pixels x 3 bytes, more while tiling):
+        # bounding the decodes at once bounds the gateway's memory whatever the admitted requests send.
+        self._decode_slots = asyncio.Semaphore(settings.max_concurrent_decodes)
+
+    def admit(self) -> AbstractContextManager[None]:
+        """A ticket for one inference request: take it before reading the body, hold it until the answer.
+
+        Raises:
+            Overloaded: the gateway already serves its limit of requests (at once; nothing was read).
+        """
+        return self.admission.ticket()
 
     # -- inference -------------------------------------------------------------------------------------------------
 
@@ -193,15 +211,17 @@ class Dataplane:
         self, data: bytes, content_type: str | None, info: VersionInfo, tile: TileMode, *, reduce: bool
     ) -> _Prepared:
         """Decode, plan the views and letterbox them: one trip to a worker thread, off the event loop."""
-        prepared = await asyncio.to_thread(self._prepare_in_thread, data, content_type, info.input_size, tile, reduce)
+        async with self._decode_slots:
+            prepared = await asyncio.to_thread(self._prepare_in_thread, data, content_type, info, tile, reduce)
         metrics.DECODE_SECONDS.labels(info.model).observe(prepared.decode_seconds)
         if len(prepared.canvases) > 1:
             metrics.TILED_IMAGES.labels(info.model).inc()
         return prepared
 
     def _prepare_in_thread(
-        self, data: bytes, content_type: str | None, size: int, tile: TileMode, reduce: bool
+        self, data: bytes, content_type: str | None, info: VersionInfo, tile: TileMode, reduce: bool
     ) -> _Prepared:
+        size = info.input_size
         start = time.perf_counter()
         decoded = decode_image(
             data,
@@ -218,6 +238,7 @@ class Dataplane:
             tile,
             overlap=self._settings.tile_overlap,
             max_tiles=self._settings.max_tiles,
+            views=info.views.views,  # tile=auto follows how the model sees an image
         )
         canvases = [letterbox(decoded, size, region=view.region) for view in views]
         return _Prepared(decoded, canvases, decode_seconds)

@@ -37,6 +37,11 @@ BATCH_SIZE = Histogram(
     # One bucket per size up to 4, then half-steps up to 64 (max_batch_size is 16 by default, TFS batches to 32).
     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64),
 )
+BATCH_DISPATCHES = Counter(
+    "spotter_batch_dispatches_total",
+    "Batches sent, by why they left: full, idle (a Predict slot was free), waited (it waited for a slot)",
+    ["model", "version", "reason"],
+)
 UPSTREAM_SECONDS = Histogram(
     "spotter_upstream_seconds",
     "Duration of model-server calls, by method",
@@ -69,6 +74,20 @@ REJECTED_REQUESTS = Counter(
     "Requests answered with an error, by reason (the error code)",
     ["model", "reason"],
 )
+ADMITTED_REQUESTS = Gauge(
+    "spotter_admitted_requests", "Inference requests holding an admission ticket (read, decoded, queued or predicted)"
+)
+ADMISSION_CAPACITY = Gauge("spotter_admission_capacity", "Inference requests admitted at once before 503")
+SHED_REASONS = ("admission", "queue_full", "deadline", "upstream")
+"""Why an inference request was refused for overload: at admission (before its body was read), by a full batch
+queue, by the queue deadline, or because the model server itself answered RESOURCE_EXHAUSTED."""
+SHED_REQUESTS = Counter(
+    "spotter_shed_requests_total",
+    "Inference requests refused for overload (503), by reason: admission, queue_full, deadline, upstream",
+    ["reason"],
+)
+for _reason in SHED_REASONS:
+    SHED_REQUESTS.labels(_reason)  # every reason shows from the start, at 0
 TILED_IMAGES = Counter("spotter_tiled_images_total", "Images cut into tiles", ["model"])
 MODEL_UP = Gauge("spotter_model_up", "1 when the model has an AVAILABLE version", ["model"])
 MODEL_SERVER_UP = Gauge("spotter_model_server_up", "1 when the model server answered the last status poll")

@@ -9,10 +9,11 @@ configured canvas), a fixed batch dimension (the batcher then sends batches of a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from services.gen.tfs import meta_graph_pb2, types_pb2
+from services.vision.tiling import ModelViews
 
 Kind = Literal["detector", "classifier", "unknown"]
 
@@ -30,6 +31,9 @@ class VersionInfo:
     outputs: tuple[str, ...]
     labels: Mapping[int, str]
     problem: str | None = None  # why the gateway cannot serve it, when kind is "unknown"
+    views: ModelViews = field(
+        default_factory=ModelViews
+    )  # how it sees an image (its spotter.json; foreign models: whole)
 
 
 def unusable(name: str, version: int, problem: str) -> VersionInfo:

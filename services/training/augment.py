@@ -66,13 +66,35 @@ def scale_and_crop(
     new_h = tf.maximum(tf.cast(tf.round(tf.cast(shape[0], tf.float32) * scale), tf.int32), 1)
     new_w = tf.maximum(tf.cast(tf.round(tf.cast(shape[1], tf.float32) * scale), tf.int32), 1)
     resized = tf.image.resize(tf.cast(image, tf.float32), tf.stack([new_h, new_w]), antialias=True)
+    return crop_window(resized, boxes, classes, offset=offset, size=size, min_visible=min_visible)
+
+
+def crop_window(
+    image: tf.Tensor,
+    boxes: tf.Tensor,
+    classes: tf.Tensor,
+    *,
+    offset: tf.Tensor,
+    size: int,
+    min_visible: float = 0.5,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The ``size x size`` window of ``image`` whose top-left corner is at ``offset`` (y, x) pixels, at the image's
+    own scale; a window reaching past the image is padded with zeros. Only the window is copied (a 4000x3000 image
+    is not padded whole for each crop).
+
+    Returns:
+        The window (``image``'s dtype), the boxes normalised to it (clipped), and the classes, 0 for objects that
+        fell out (less than ``min_visible`` of them inside).
+    """
+    shape = tf.shape(image)
+    new_h, new_w = shape[0], shape[1]
     dy, dx = offset[0], offset[1]
-    pad_top, pad_left = tf.maximum(-dy, 0), tf.maximum(-dx, 0)
-    pad_bottom, pad_right = tf.maximum(dy + size - new_h, 0), tf.maximum(dx + size - new_w, 0)
-    padded = tf.pad(resized, [[pad_top, pad_bottom], [pad_left, pad_right], [0, 0]])
-    window = padded[dy + pad_top : dy + pad_top + size, dx + pad_left : dx + pad_left + size]
+    y0, x0 = tf.clip_by_value(dy, 0, new_h), tf.clip_by_value(dx, 0, new_w)
+    y1, x1 = tf.clip_by_value(dy + size, y0, new_h), tf.clip_by_value(dx + size, x0, new_w)
+    part = image[y0:y1, x0:x1]
+    window = tf.pad(part, [[y0 - dy, dy + size - y1], [x0 - dx, dx + size - x1], [0, 0]])
     window = tf.ensure_shape(window, [size, size, 3])
-    # Boxes: normalised -> resized pixels -> window pixels -> normalised to the window.
+    # Boxes: normalised -> image pixels -> window pixels -> normalised to the window.
     hw = tf.cast(tf.stack([new_h, new_w, new_h, new_w]), tf.float32)
     shift = tf.cast(tf.stack([dy, dx, dy, dx]), tf.float32)
     moved = (tf.cast(boxes, tf.float32) * hw - shift) / size

@@ -23,8 +23,16 @@ from keras import layers
 from services.training.augment import AugmentConfig, augment
 from services.training.backbones import resolve_weights
 from services.training.detector import BACKBONES
-from services.training.export import LABELS_INPUT, METADATA_FILE, WARMUP_FILE, label_rows, write_warmup_requests
+from services.training.export import (
+    LABELS_INPUT,
+    METADATA_FILE,
+    WARMUP_FILE,
+    label_rows,
+    saved_variables,
+    write_warmup_requests,
+)
 from services.training.letterbox import letterbox
+from services.vision.tiling import ModelViews
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +183,7 @@ class ClassifierModule(tf.Module):  # type: ignore[misc]
         super().__init__(name="classifier")
         twin = build_classifier(config, pretrained=False)
         twin.set_weights(model.get_weights())
-        self.weights = list(twin.weights)
+        self.weights = saved_variables(twin)
         self._parts = SimpleNamespace(model=twin)
         self.config = config
 
@@ -211,7 +219,7 @@ def export_classifier(
     tf.saved_model.save(module, str(export_dir), signatures=module.signatures())
     extra = export_dir / "assets.extra"
     write_warmup_requests(extra / WARMUP_FILE, model_name=model_name, size=config.input_size)
-    info = {"kind": "classifier", "classifier": config.to_dict(), **(metadata or {})}
+    info = {"kind": "classifier", "classifier": config.to_dict(), **ModelViews().to_metadata(), **(metadata or {})}
     (extra / METADATA_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     log.info("exported classifier %s to %s", model_name, export_dir)
     return export_dir

@@ -50,7 +50,13 @@ class DemoRecipe:
     eval_scenes: int = 300
     calibration_seed: int = 2
     calibration_scenes: int = 300
-    detector: DetectorConfig = field(default_factory=lambda: DetectorConfig(classes=CLASSES))
+    # Trained on 192 px crops of 320 px scenes with 14-40 px objects, at their native scale: served tiled on
+    # anything larger than one view (its spotter.json says views "tiles"; tile=auto follows it).
+    detector: DetectorConfig = field(
+        default_factory=lambda: DetectorConfig(
+            classes=CLASSES, views="tiles", crop_size=192, object_size_px=(14.0, 40.0)
+        )
+    )
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(epochs=20, steps_per_epoch=200, batch_size=16, train_size=192, seed=1)
     )
@@ -236,7 +242,7 @@ def detect_example(loaded: Any, size: int, path: Path) -> list[Detection]:
     with Image.open(path) as opened:
         image = opened.convert("RGB")
     width, height = image.size
-    views = plan_views(width, height, size, "auto")
+    views = plan_views(width, height, size, "auto", views="tiles")
     if len(views) == 1:
         data = tf.constant([path.read_bytes()])
         out = {k: v.numpy() for k, v in loaded.signatures["detect_encoded"](encoded=data).items()}

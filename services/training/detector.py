@@ -18,6 +18,7 @@ import keras
 from keras import layers
 
 from services.training.backbones import resolve_weights
+from services.vision.tiling import ModelViews, Views
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ class DetectorConfig:
         bn_momentum: Momentum of every batch-norm layer's moving statistics. Keras's MobileNets use 0.999, which
             needs many thousands of steps before inference-mode statistics are right; short CPU trainings from
             scratch need a faster average.
+        views: How it sees an image (``"whole"``: letterboxed; ``"tiles"``: native-scale views of S x S), recorded in
+            the export's ``spotter.json`` so that the gateway's ``tile=auto`` and evaluation follow it.
+        crop_size: Tiles: the side of the native-scale crops it was trained on.
+        object_size_px: Tiles: ``(smallest, largest)`` object side of its training data, in pixels.
     """
 
     classes: tuple[str, ...]
@@ -65,6 +70,9 @@ class DetectorConfig:
     bn_momentum: float = 0.99
     score_slope: float = 1.0
     score_intercept: float = 0.0
+    views: str = "whole"
+    crop_size: int | None = None
+    object_size_px: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if not self.classes:
@@ -73,6 +81,8 @@ class DetectorConfig:
             raise ValueError(f"unknown backbone {self.backbone!r}; known: {', '.join(BACKBONES)}")
         if self.input_size % 32 or self.input_size < 64:
             raise ValueError(f"input_size must be a multiple of 32 and at least 64, got {self.input_size}")
+        if self.views not in ("whole", "tiles"):
+            raise ValueError(f"views must be 'whole' or 'tiles', got {self.views!r}")
         if self.stride not in (4, 8):
             raise ValueError(f"stride must be 4 or 8, got {self.stride}")
         if self.score_slope <= 0:
@@ -99,7 +109,15 @@ class DetectorConfig:
         """The inverse of :meth:`to_dict` (unknown keys are an error, so a typo cannot pass silently)."""
         values = dict(data)
         values["classes"] = tuple(values["classes"])
+        if values.get("object_size_px") is not None:
+            values["object_size_px"] = tuple(values["object_size_px"])
         return cls(**values)
+
+    @property
+    def model_views(self) -> ModelViews:
+        """How it sees an image, in the form ``spotter.json`` and the gateway use."""
+        views: Views = "tiles" if self.views == "tiles" else "whole"
+        return ModelViews(views, self.crop_size, self.object_size_px)
 
 
 def build_detector(config: DetectorConfig, *, fixed_size: bool = False, pretrained: bool = True) -> keras.Model:

@@ -52,6 +52,22 @@ def label_rows(batch: tf.Tensor, classes: Sequence[str]) -> dict[str, tf.Tensor]
     return {"ids": tf.ensure_shape(ids, [None, k]), "names": tf.ensure_shape(names, [None, k])}
 
 
+def saved_variables(model: keras.Model) -> list[tf.Variable]:
+    """The ``tf.Variable`` behind each of ``model``'s weights, in ``model.weights`` order: what an exported module
+    tracks, so that its checkpoint holds exactly the variables its functions capture.
+
+    Tracking the Keras 3 variables themselves makes ``tf.saved_model.save`` write a copy of each as the checkpointed
+    variable while the functions keep reading the original's handle: ``tf.saved_model.load`` copes, but TensorFlow
+    Serving (whose saver restores only the copies) fails every request with ``Could not find variable``
+    (keras-team/keras#19274, tensorflow/serving#2226).
+    """
+    found = [w.value for w in model.weights]
+    wrong = [w.path for w, v in zip(model.weights, found, strict=True) if not isinstance(v, tf.Variable)]
+    if wrong:
+        raise TypeError(f"weights not backed by a tf.Variable (mixed precision?): {', '.join(wrong)}")
+    return found
+
+
 class DetectorModule(tf.Module):  # type: ignore[misc]
     """The exported graph: a Keras detector plus decoding, letterboxing and the label map.
 
@@ -64,7 +80,7 @@ class DetectorModule(tf.Module):  # type: ignore[misc]
         # A fixed-size twin of the (free-size) training model: static shapes trace cleanly and serve faster.
         twin = build_detector(config, fixed_size=True, pretrained=False)
         twin.set_weights(model.get_weights())
-        self.weights = list(twin.weights)  # tracked: what the SavedModel's checkpoint holds
+        self.weights = saved_variables(twin)  # tracked: what the SavedModel's checkpoint holds
         self._parts = SimpleNamespace(model=twin)  # not tracked (a namespace is not a trackable container)
         self.config = config
         self.score_floor = score_floor
@@ -175,7 +191,13 @@ def export_detector(
     tf.saved_model.save(module, str(export_dir), signatures=module.signatures())
     extra = export_dir / "assets.extra"
     write_warmup_requests(extra / WARMUP_FILE, model_name=model_name, size=config.input_size, batches=warmup_batches)
-    info = {"kind": "detector", "detector": config.to_dict(), "score_floor": score_floor, **(metadata or {})}
+    info = {
+        "kind": "detector",
+        "detector": config.to_dict(),
+        "score_floor": score_floor,
+        **config.model_views.to_metadata(),
+        **(metadata or {}),
+    }
     (extra / METADATA_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     log.info("exported %s to %s", model_name, export_dir)
     return export_dir

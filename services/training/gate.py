@@ -35,6 +35,7 @@ from services.training.scoring import (
     score_classifier,
     score_detector,
     signature_labels,
+    version_views,
 )
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class GateResult:
     forced: bool = False
     served_version: int | None = None
     served: float | None = None
+    views: str = "whole"  # how the candidate was scored (its own views, as the gateway will serve it)
+    served_views: str | None = None
     reason: str = ""
     checks: list[str] = field(default_factory=list)
 
@@ -152,16 +155,21 @@ def run_gate(
     loaded = tf.saved_model.load(str(export_dir))
     checks = check_contract(loaded, kind, classes, size, max_detections)
     metric = "map50" if kind == "detector" else "accuracy"
-    _, predictor = export_predictor(loaded, classes)
+    views = version_views(export_dir)
+    _, predictor = export_predictor(loaded, classes, views)
     candidate = _score(predictor, kind, examples, classes)
-    result = GateResult(metric=metric, candidate=round(candidate, 6), threshold=threshold, passed=True, checks=checks)
+    result = GateResult(
+        metric=metric, candidate=round(candidate, 6), threshold=threshold, passed=True, views=views, checks=checks
+    )
     versions = existing_versions(model_dir)
     if not versions:
         result.reason = "no version is served yet"
         return result
     served_version = versions[-1]
     result.served_version = served_version
-    served_kind, served_predictor = export_predictor(tf.saved_model.load(str(model_dir / str(served_version))), classes)
+    served_dir = model_dir / str(served_version)
+    result.served_views = version_views(served_dir)
+    served_kind, served_predictor = export_predictor(tf.saved_model.load(str(served_dir)), classes, result.served_views)
     if served_kind != kind:
         result.reason = f"version {served_version} is a {served_kind}: no score to compare with"
         return result

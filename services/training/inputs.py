@@ -62,7 +62,7 @@ def scene_arrays(seed: int, count: int, *, max_objects: int = MAX_OBJECTS, **sce
     return SceneArrays(np.stack(images), boxes, classes)
 
 
-def _finish(
+def finish_example(
     image: tf.Tensor,
     boxes: tf.Tensor,
     classes: tf.Tensor,
@@ -120,7 +120,7 @@ def synthetic_dataset(
 
     def prepare(n: tf.Tensor, image: tf.Tensor, boxes: tf.Tensor, classes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         example_seed = tf.stack([tf.constant(seed or 0, tf.int64), n]) if train else None
-        return _finish(
+        return finish_example(
             image,
             boxes,
             classes,
@@ -154,11 +154,24 @@ def parse_example(record: tf.Tensor, *, size: int, max_objects: int = MAX_OBJECT
         ``image`` uint8 ``[size, size, 3]``, ``boxes`` float32 ``[max_objects, 4]`` normalised to the canvas,
         ``classes`` int32 ``[max_objects]`` (0 = padding), and the original ``height`` and ``width``.
     """
+    example = parse_native(record, max_objects=max_objects)
+    canvas, scale = letterbox(example["image"], size)
+    boxes = boxes_to_canvas(example["boxes"], example["height"], example["width"], scale, size)
+    return {**example, "image": canvas, "boxes": tf.ensure_shape(boxes, [max_objects, 4])}
+
+
+def parse_native(record: tf.Tensor, *, max_objects: int = MAX_OBJECTS) -> dict[str, tf.Tensor]:
+    """Parse one TF OD API ``tf.train.Example`` and decode its image at its own size (decoded once: crops of it
+    are cut from this one tensor).
+
+    Returns:
+        ``image`` uint8 ``[H, W, 3]``, ``boxes`` float32 ``[max_objects, 4]`` normalised to the image, ``classes``
+        int32 ``[max_objects]`` (0 = padding), and ``height`` and ``width``.
+    """
     parsed = tf.io.parse_single_example(record, _FEATURES)
     image = tf.io.decode_image(parsed["image/encoded"], channels=3, expand_animations=False)
     image = tf.ensure_shape(image, [None, None, 3])
     shape = tf.shape(image)
-    canvas, scale = letterbox(image, size)
 
     def dense(key: str) -> tf.Tensor:
         return tf.sparse.to_dense(parsed[key])[:max_objects]
@@ -172,11 +185,11 @@ def parse_example(record: tf.Tensor, *, size: int, max_objects: int = MAX_OBJECT
         ],
         axis=-1,
     )
-    boxes = boxes_to_canvas(tf.clip_by_value(boxes, 0.0, 1.0), shape[0], shape[1], scale, size)
+    boxes = tf.clip_by_value(boxes, 0.0, 1.0)
     classes = tf.cast(dense("image/object/class/label"), tf.int32)
     pad = max_objects - tf.shape(classes)[0]
     return {
-        "image": canvas,
+        "image": image,
         "boxes": tf.ensure_shape(tf.pad(boxes, [[0, pad], [0, 0]]), [max_objects, 4]),
         "classes": tf.ensure_shape(tf.pad(classes, [[0, pad]]), [max_objects]),
         "height": shape[0],
@@ -216,7 +229,7 @@ def tfrecord_dataset(
 
     def prepare(n: tf.Tensor, example: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         example_seed = tf.stack([tf.constant(seed or 0, tf.int64), n]) if train else None
-        return _finish(
+        return finish_example(
             example["image"],
             example["boxes"],
             example["classes"],

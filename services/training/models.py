@@ -32,8 +32,10 @@ from services.training.scoring import (
     DetectorPredictor,
     classifier,
     encoded_detector,
+    view_detector,
 )
 from services.training.train import TrainConfig, compile_detector
+from services.vision.tiling import Views
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -110,6 +112,9 @@ class ModelSpec:
         """Score trained weights without exporting: the graph the export will hold, built in memory."""
         if isinstance(self.config, DetectorConfig):
             module = DetectorModule(model, self.config)
+            if self.views == "tiles":
+                serve = module.signatures()["serving_default"]
+                return view_detector(serve, self.input_size, self.classes, self.classes, views="tiles")
             return encoded_detector(module.signatures()["detect_encoded"], self.classes, self.classes)
         cmodule = ClassifierModule(model, self.config)
         return classifier(cmodule.signatures()["serving_default"], self.input_size, self.classes, self.classes)
@@ -118,6 +123,11 @@ class ModelSpec:
         if isinstance(self.config, DetectorConfig):
             return export_detector(model, self.config, folder, model_name=model_name, metadata=metadata)
         return export_classifier(model, self.config, folder, model_name=model_name, metadata=metadata)
+
+    @property
+    def views(self) -> Views:
+        """How the model sees an image (classifiers: the whole image)."""
+        return self.config.model_views.views if isinstance(self.config, DetectorConfig) else "whole"
 
     @property
     def max_detections(self) -> int:

@@ -10,11 +10,12 @@ Adding a job type is a model here, a member of :data:`JobParams`, and a job func
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.errors import DatasetNotFound, InvalidParameter
 from services.training.datasets.manifest import Manifest
@@ -24,6 +25,34 @@ from services.training.runs import NAME_PATTERN, RunInfo, RunStore, identity_dif
 Name = Annotated[str, Field(pattern=NAME_PATTERN.pattern, description="letters, digits, '_', '.', '-' (1-64)")]
 Backbone = Literal["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"]
 Split = Literal["train", "validation", "test"]
+
+WEIGHTS_DIR = "weights"
+"""The folder of the data folder that a train job's ``weights`` file is taken from, by name."""
+WEIGHTS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
+
+
+def check_weights_name(value: str) -> None:
+    """``"imagenet"``, ``"none"``, or a plain file name (never a path: the worker opens nothing else on the host).
+
+    Raises:
+        ValueError: anything else (pydantic turns it into a 422 naming ``weights``).
+    """
+    if value in ("imagenet", "none"):
+        return
+    if not WEIGHTS_NAME.match(value) or ".." in value:
+        raise ValueError(
+            f"weights must be 'imagenet', 'none' or the name of a file in the data folder's {WEIGHTS_DIR}/ folder "
+            "(letters, digits, '_', '.', '+', '-'; no folders), not a path"
+        )
+
+
+def weights_file(value: str, data_dir: Path) -> Path:
+    """The file a ``weights`` name means: ``<data_dir>/weights/<name>`` (the name is checked again here)."""
+    try:
+        check_weights_name(value)
+    except ValueError as exc:
+        raise InvalidParameter(str(exc), details={"parameter": "weights"}) from None
+    return data_dir / WEIGHTS_DIR / value
 
 
 class _Params(BaseModel):
@@ -49,7 +78,12 @@ class TrainParams(_Params):
     backbone: Backbone = "mobilenet_v2"
     alpha: float = Field(0.35, ge=0.1, le=1.4, description="MobileNet width multiplier")
     input_size: int = Field(320, ge=64, le=1024, multiple_of=32, description="the model's canvas S")
-    weights: str = Field("imagenet", min_length=1, description="'imagenet' (if cached), 'none', or a weights file")
+    weights: str = Field(
+        "imagenet",
+        min_length=1,
+        description="'imagenet' (from Keras's cache if it is there), 'none' (from scratch), or the file name of a "
+        f"backbone weights file in the data folder's {WEIGHTS_DIR}/ folder (a name, not a path)",
+    )
     init_from_run: Name | None = Field(
         None,
         description="start from a complete run's final weights (same kind, classes, backbone and alpha); "
@@ -63,6 +97,14 @@ class TrainParams(_Params):
     steps_per_epoch: int | None = Field(None, ge=1, le=100_000, description="default: one pass over train")
     batch_size: int = Field(16, ge=1, le=512)
     train_size: int | None = Field(None, ge=64, le=1024, multiple_of=32, description="detector crop size")
+    views: Literal["auto", "whole", "tiles"] = Field(
+        "auto",
+        description="how the detector sees an image: 'whole' (letterboxed, the TF OD API's way), 'tiles' (trained on "
+        "native-scale crops of train_size, served tiled), 'auto' (decided from the dataset's object and image sizes)",
+    )
+    background_ratio: float = Field(
+        0.25, ge=0.0, le=0.9, description="tiles: the fraction of training crops placed at random, not on an object"
+    )
     learning_rate: float = Field(2e-3, gt=0.0, le=1.0)
     warmup_steps: int | None = Field(None, ge=0, le=100_000, description="default: 10 % of the steps, at most 200")
     patience: int = Field(3, ge=0, le=100, description="early stopping on validation loss (0: off)")
@@ -72,6 +114,12 @@ class TrainParams(_Params):
     evaluate: bool = Field(False, description="chain an evaluate job on the validation split")
     export: PublishOptions | None = Field(None, description="chain an export job (after evaluate, if any)")
     timeout_seconds: int = Field(6 * 3600, ge=60, le=7 * 24 * 3600)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_name(cls, value: str) -> str:
+        check_weights_name(value)
+        return value
 
     @model_validator(mode="after")
     def _crop_fits(self) -> TrainParams:
@@ -246,6 +294,12 @@ def check_train(params: TrainParams, data_dir: Path, model_root: Path | None = N
     identity = train_identity(params, manifest)
     if identity["kind"] == "classifier" and len(identity["classes"]) < 2:
         raise InvalidParameter("a classifier needs at least two classes", details={"parameter": "dataset"})
+    if identity["kind"] == "classifier" and params.views == "tiles":
+        raise InvalidParameter(
+            f"views 'tiles' needs a detection dataset: {manifest.name!r} is a classification dataset (a classifier "
+            "sees the whole image); use views 'auto' or 'whole'",
+            details={"parameter": "views"},
+        )
     update: dict[str, Any] = {}
     if params.init_from_run is not None:
         check_init_run(params.init_from_run, identity, data_dir)
@@ -253,8 +307,12 @@ def check_train(params: TrainParams, data_dir: Path, model_root: Path | None = N
         update["init_from_version"] = check_init_model(
             params.init_from_model, params.init_from_version, identity, _required(model_root)
         )
-    elif params.weights not in ("imagenet", "none") and not resolve_path(params.weights, data_dir).is_file():
-        raise InvalidParameter(f"weights file not found: {params.weights}", details={"parameter": "weights"})
+    elif params.weights not in ("imagenet", "none") and not weights_file(params.weights, data_dir).is_file():
+        raise InvalidParameter(
+            f"weights file not found: {params.weights!r} is not in the data folder's {WEIGHTS_DIR}/ folder "
+            "(weights must be 'imagenet', 'none' or the name of a file there)",
+            details={"parameter": "weights"},
+        )
     run = params.run or f"{params.dataset}-{uuid.uuid4().hex[:8]}"
     if run == params.init_from_run:
         raise InvalidParameter("init_from_run names the run being trained", details={"parameter": "init_from_run"})

@@ -23,6 +23,7 @@ from services.errors import InvalidParameter
 from services.training import plots
 from services.training.checkpoints import checkpoint_for_epoch, latest_checkpoint, restore_checkpoint
 from services.training.classifier import ClassifierConfig
+from services.training.crops import TrainViews, decide_views, tiles_datasets
 from services.training.datasets.storage import DatasetStore
 from services.training.detector import DetectorConfig
 from services.training.export import existing_versions, publish, staging_dir
@@ -36,11 +37,20 @@ from services.training.params import (
     complete_run,
     dataset_classes,
     model_kind,
-    resolve_path,
     train_identity,
+    weights_file,
 )
 from services.training.runs import RunInfo, RunStore, identity_differences
-from services.training.scoring import export_predictor, read_split, score_classifier, score_detector
+from services.training.scoring import (
+    export_predictor,
+    image_detections,
+    read_split,
+    score_classifier,
+    score_detector,
+    served_size,
+    version_views,
+    views_used,
+)
 from services.training.train import TrainConfig, recalibrate_batch_norm, seed_everything
 
 log = logging.getLogger(__name__)
@@ -70,11 +80,13 @@ def bn_momentum(steps_per_epoch: int) -> float:
     return min(0.99, 1.0 - 1.0 / max(10.0, steps_per_epoch / 4))
 
 
-def _spec(params: TrainParams, kind: str, classes: tuple[str, ...], data_dir: Path, steps: int) -> ModelSpec:
+def _spec(
+    params: TrainParams, kind: str, classes: tuple[str, ...], data_dir: Path, steps: int, views: TrainViews
+) -> ModelSpec:
     # A run started from another run's weights needs no pretrained backbone: they are overwritten at once.
     weights = None if params.weights == "none" or params.init_from_run or params.init_from_model else params.weights
     if weights not in (None, "imagenet"):
-        weights = str(resolve_path(weights, data_dir))
+        weights = str(weights_file(weights, data_dir))
     momentum = bn_momentum(steps)
     if kind == "detector":
         return ModelSpec(
@@ -87,6 +99,9 @@ def _spec(params: TrainParams, kind: str, classes: tuple[str, ...], data_dir: Pa
                 weights=weights,
                 max_detections=params.max_detections,
                 bn_momentum=momentum,
+                views=views.views,
+                crop_size=views.crop_size,
+                object_size_px=views.object_size_px,
             ),
         )
     return ModelSpec(
@@ -129,8 +144,11 @@ def train(params: TrainParams, reporter: Reporter, data_dir: Path, model_root: P
     reporter.update(stage="preparing", message=f"building a {kind} for {len(classes)} classes", force=True)
     seed_everything(params.seed, deterministic_ops=params.deterministic)
     train_images = manifest.counts["train"].images
-    steps = params.steps_per_epoch or default_steps(train_images, params.batch_size)
-    spec = _spec(params, kind, classes, data_dir, steps)
+    train_files = [folder / f for f in manifest.record_files("train")]
+    views = decide_views(params, kind, train_files)
+    reporter.update(message=f"views {views.views}: {views.reason}", force=True)
+    steps = params.steps_per_epoch or default_steps(views.crops or train_images, params.batch_size)
+    spec = _spec(params, kind, classes, data_dir, steps, views)
     total = params.epochs * steps
     warmup = params.warmup_steps if params.warmup_steps is not None else min(200, total // 10)
     config = TrainConfig(
@@ -164,22 +182,32 @@ def train(params: TrainParams, reporter: Reporter, data_dir: Path, model_root: P
     runs.claim(params.run, reporter.id)
 
     # Each resume shifts the augmentation seed, so a resumed run does not replay its first epochs' crops.
-    train_data = spec.dataset(
-        [folder / f for f in manifest.record_files("train")],
-        images=train_images,
-        batch_size=params.batch_size,
-        seed=params.seed + initial_epoch,
-        train_size=config.train_size,
-    )
     validation_files = [folder / f for f in manifest.record_files("validation")]
     validation_images = manifest.counts["validation"].images if "validation" in manifest.counts else 0
-    validation_data = (
-        spec.dataset(
-            validation_files, images=validation_images, batch_size=params.batch_size, seed=None, train_size=None
+    if views.views == "tiles":
+        train_data, validation_data = tiles_datasets(
+            spec,
+            params,
+            views,
+            train_files,
+            validation_files if validation_images else [],
+            seed=params.seed + initial_epoch,
         )
-        if validation_files and validation_images
-        else None
-    )
+    else:
+        train_data = spec.dataset(
+            train_files,
+            images=train_images,
+            batch_size=params.batch_size,
+            seed=params.seed + initial_epoch,
+            train_size=config.train_size,
+        )
+        validation_data = (
+            spec.dataset(
+                validation_files, images=validation_images, batch_size=params.batch_size, seed=None, train_size=None
+            )
+            if validation_files and validation_images
+            else None
+        )
     plan = FitPlan(params.epochs, steps, params.patience, run_dir / "checkpoints", run_dir / "tensorboard")
     log.info(
         "training run %s: %s on %s v%d (%d train images), %d epochs x %d steps, batch %d, %d parameters",
@@ -208,6 +236,7 @@ def train(params: TrainParams, reporter: Reporter, data_dir: Path, model_root: P
         batch_size=params.batch_size,
         report=reporter.update,
         on_epoch=on_epoch,
+        learning_rate=params.learning_rate,
     )
     train_seconds = time.monotonic() - started
     epochs_done = len(next(iter(state.history.values()), []))
@@ -255,6 +284,8 @@ def train(params: TrainParams, reporter: Reporter, data_dir: Path, model_root: P
         "resumed_from_epoch": state.resumed_from,
         "metrics": last,
         "train_seconds": round(train_seconds, 1),
+        "views": views.views,
+        "views_reason": views.reason,
         "weights": str(run_dir / "final"),
         "tensorboard": str(run_dir / "tensorboard"),
     }
@@ -309,12 +340,17 @@ def evaluate(params: EvaluateParams, reporter: Reporter, data_dir: Path, model_r
     manifest, examples = read_split(data_dir, dataset, dataset_version, params.split)
     classes = dataset_classes(manifest)
     if params.run is not None:
-        kind, predictor = spec.kind, spec.predictor(model)
+        kind, predictor, views, size = spec.kind, spec.predictor(model), spec.views, spec.input_size
     else:
-        kind, predictor = export_predictor(loaded, classes)
+        folder = model_root / str(params.model) / str(params.version)
+        views = version_views(folder)
+        kind, predictor = export_predictor(loaded, classes, views)
+        size = served_size(loaded)
     progress = _progress(reporter, 5.0, 90.0, "evaluating")
     if kind == "detector":
-        report, _ = score_detector(predictor, examples, classes, min_score=params.min_score, progress=progress)  # type: ignore[arg-type]
+        report, results = score_detector(predictor, examples, classes, min_score=params.min_score, progress=progress)  # type: ignore[arg-type]
+        report["views"] = views_used(examples, size, views)
+        reporter.write_json("detections.json", image_detections(examples, results, classes))
         curves = {name: {**c["curve"], "ap50": c["ap50"]} for name, c in report["per_class"].items()}
         plots.precision_recall(
             curves, reporter.artifacts / "pr_curve.png", title=f"{dataset} v{manifest.version} {params.split}"

@@ -1,9 +1,10 @@
 """Re-export a published detector version with the current signatures, keeping its weights bit for bit.
 
-For contract changes that touch only the exported graph (the ``labels`` signature gained an input so that TFS's
-batching accepts it): the weights are read from the version's own SavedModel, the detector is rebuilt from
-``assets.extra/spotter.json``, exported aside, checked to answer exactly as the old version did (every output of
-``serving_default`` and ``detect_encoded`` on the given images), then swapped in place::
+For changes that touch only the exported graph (the ``labels`` signature gained an input so that TFS's batching
+accepts it; the variables became the ones TFS's saver restores, keras-team/keras#19274): the weights are read from
+the version's own SavedModel, the detector is rebuilt from ``assets.extra/spotter.json``, exported aside, checked to
+answer exactly as the old version did (every output of ``serving_default`` and ``detect_encoded`` on the given
+images), then swapped in place::
 
     python -m services.training.reexport models/demo/1 models/demo/examples/*.png models/demo/examples/*.jpg
 """

@@ -10,6 +10,7 @@ graph the export will hold, built in memory).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,18 @@ from services.training.evaluate import ImageResult, LabelledBox, classification_
 from services.training.letterbox import boxes_from_canvas, letterbox
 from services.training.params import dataset_classes
 from services.vision.boxes import Box
+from services.vision.images import decode_image
+from services.vision.letterbox import letterbox as letterbox_view
+from services.vision.nms import merge_detections
+from services.vision.outputs import detections_from_outputs
+from services.vision.tiling import (
+    DEFAULT_MAX_TILES,
+    DEFAULT_MERGE_IOU,
+    DEFAULT_OVERLAP,
+    ModelViews,
+    Views,
+    plan_views,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +148,84 @@ def canvas_detector(serve: Any, size: int, model_classes: Sequence[str], classes
     return predict
 
 
+_NO_LIMIT = 2**62
+
+
+def view_detector(
+    serve: Any,
+    size: int,
+    model_classes: Sequence[str],
+    classes: Sequence[str],
+    *,
+    views: Views,
+    overlap: float = DEFAULT_OVERLAP,
+    max_tiles: int = DEFAULT_MAX_TILES,
+    merge_iou: float = DEFAULT_MERGE_IOU,
+) -> DetectorPredictor:
+    """A predictor that sees each image as the gateway does with ``tile=auto``: the same decode
+    (:func:`services.vision.images.decode_image`), the same views (:func:`services.vision.tiling.plan_views` with the
+    model's ``views``, the gateway's default overlap and tile count), the same letterbox per view, the same mapping
+    back to original pixels and the same merge (:func:`services.vision.nms.merge_detections`) over
+    ``serving_default``. Its detections are the gateway's answers for the image, before ``min_score``."""
+    ids = _id_map(model_classes, classes)
+    names = {i + 1: name for i, name in enumerate(model_classes)}
+
+    def one(example: Example) -> list[LabelledBox]:
+        decoded = decode_image(example.data, content_type=None, max_bytes=_NO_LIMIT, max_pixels=_NO_LIMIT)
+        plan = plan_views(
+            decoded.width, decoded.height, size, "auto", views=views, overlap=overlap, max_tiles=max_tiles
+        )
+        placed = [letterbox_view(decoded, size, region=view.region) for view in plan]
+        found = []
+        for start in range(0, len(placed), BATCH):
+            chunk = placed[start : start + BATCH]
+            out = {k: v.numpy() for k, v in serve(images=tf.constant(np.stack([c for c, _ in chunk]))).items()}
+            for i, (_, box) in enumerate(chunk):
+                found.extend(
+                    detections_from_outputs(
+                        out["detection_boxes"][i],
+                        out["detection_scores"][i],
+                        out["detection_classes"][i],
+                        out["num_detections"][i],
+                        box,
+                        names,
+                    )
+                )
+        if len(placed) > 1:
+            found = merge_detections(found, iou_threshold=merge_iou)
+        return [LabelledBox(ids[d.class_id], d.box, d.score) for d in found if d.class_id in ids]
+
+    def predict(batch: Sequence[Example]) -> list[list[LabelledBox]]:
+        return [one(e) for e in batch]
+
+    return predict
+
+
+def views_used(examples: Sequence[Example], size: int, views: Views) -> dict[str, Any]:
+    """What the report says about the views: the model's ``views`` and how many views the images took."""
+    counts = [
+        len(plan_views(e.width, e.height, size, "auto", views=views, max_tiles=DEFAULT_MAX_TILES)) for e in examples
+    ]
+    return {
+        "views": views,
+        "how": "gateway plan (tile=auto): tiles and the whole image, merged"
+        if views == "tiles"
+        else "the whole image, letterboxed",
+        "overlap": DEFAULT_OVERLAP if views == "tiles" else None,
+        "merge_iou": DEFAULT_MERGE_IOU if views == "tiles" else None,
+        "views_per_image": round(sum(counts) / len(counts), 2) if counts else 0.0,
+        "tiled_images": sum(c > 1 for c in counts),
+    }
+
+
+def version_views(folder: Path) -> Views:
+    """How a published or staged version sees an image (its ``assets.extra/spotter.json``; ``whole`` without)."""
+    path = folder / "assets.extra" / "spotter.json"
+    if not path.is_file():
+        return "whole"
+    return ModelViews.from_metadata(json.loads(path.read_text(encoding="utf-8"))).views
+
+
 def classifier(serve: Any, size: int, model_classes: Sequence[str], classes: Sequence[str]) -> ClassifierPredictor:
     """A predictor over a classifier's ``serving_default`` (``images`` uint8 canvases -> ``probabilities``)."""
     ids = _id_map(model_classes, classes)
@@ -149,17 +240,27 @@ def classifier(serve: Any, size: int, model_classes: Sequence[str], classes: Seq
     return predict
 
 
-def export_predictor(loaded: Any, classes: Sequence[str]) -> tuple[str, DetectorPredictor | ClassifierPredictor]:
-    """``(kind, predictor)`` for a loaded SavedModel, its kind read from ``serving_default``'s outputs."""
+def served_size(loaded: Any) -> int:
+    """The canvas side S of a SavedModel's ``serving_default`` (0 when open)."""
+    spec = next(iter(loaded.signatures["serving_default"].structured_input_signature[1].values()))
+    return int(spec.shape[1] or 0)
+
+
+def export_predictor(
+    loaded: Any, classes: Sequence[str], views: Views = "whole"
+) -> tuple[str, DetectorPredictor | ClassifierPredictor]:
+    """``(kind, predictor)`` for a loaded SavedModel, its kind read from ``serving_default``'s outputs; a ``tiles``
+    detector is seen through the gateway's views (:func:`view_detector`)."""
     serve = loaded.signatures["serving_default"]
     outputs = serve.structured_outputs
-    spec = next(iter(serve.structured_input_signature[1].values()))
-    size = int(spec.shape[1] or 0)
+    size = served_size(loaded)
     model_classes = signature_labels(loaded) or list(classes)
     if "probabilities" in outputs:
         return "classifier", classifier(serve, size, model_classes, classes)
     if "detection_boxes" not in outputs:
         raise ValueError(f"serving_default answers {sorted(outputs)}: neither a detector nor a classifier")
+    if views == "tiles" and size:
+        return "detector", view_detector(serve, size, model_classes, classes, views=views)
     if "detect_encoded" in loaded.signatures:
         return "detector", encoded_detector(loaded.signatures["detect_encoded"], model_classes, classes)
     if not size:
@@ -185,6 +286,30 @@ def score_detector(
         if progress is not None:
             progress(len(results), len(examples))
     return detection_report(results, classes, min_score=min_score), results
+
+
+def image_detections(
+    examples: Sequence[Example], results: Sequence[ImageResult], classes: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Per image, what the model found, in the gateway's answer form (``label``, ``class_id``, ``score``, ``box``
+    in original pixels): the evaluate job's ``detections.json``, to set beside what the gateway serves."""
+    return [
+        {
+            "filename": e.filename,
+            "width": r.width,
+            "height": r.height,
+            "detections": [
+                {
+                    "label": classes[d.class_id - 1],
+                    "class_id": d.class_id,
+                    "score": round(d.score, 6),
+                    "box": {"xmin": d.box.xmin, "ymin": d.box.ymin, "xmax": d.box.xmax, "ymax": d.box.ymax},
+                }
+                for d in r.detections
+            ],
+        }
+        for e, r in zip(examples, results, strict=True)
+    ]
 
 
 def score_classifier(

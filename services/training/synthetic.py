@@ -176,3 +176,19 @@ def _draw_object(draw: ImageDraw.ImageDraw, rng: np.random.Generator, label: str
         draw.rectangle([x0 + arm, y0, x1 - arm - 1, y1 - 1], fill=colour)
         draw.rectangle([x0, y0 + arm, x1 - 1, y1 - arm - 1], fill=colour)
     return box
+
+
+POSTER: dict[str, object] = {
+    "width": 2000,
+    "height": 1300,
+    "objects": (3, 6),
+    "object_size": (20, 45),
+    "clutter": 420,
+}
+"""A poster: about 2000x1300 pixels of dense clutter (the demo scenes' density) with 3-6 small targets of 20-45 px:
+letterboxed whole to 320 px, a target is 3-7 px across; a 320 px tile sees it at its own size."""
+
+
+def generate_posters(seed: int, count: int, *, start: int = 0, **overrides: object) -> Iterator[Scene]:
+    """Posters (:data:`POSTER`, with ``overrides``) ``start`` .. ``start + count - 1`` of ``seed``."""
+    yield from generate_scenes(seed, count, start=start, **{**POSTER, **overrides})

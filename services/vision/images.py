@@ -10,7 +10,15 @@
    ``InvalidInput``. The content decides, not the declared type (a PNG sent as ``image/jpeg`` is decoded as a PNG);
 5. Pillow reads the header only (``Image.open`` is lazy), and ``width * height > max_pixels`` is ``PayloadTooLarge``
    before a single pixel is decoded, so a decompression bomb (a tiny PNG declaring 60000 x 60000) costs no memory;
-6. then the pixels are decoded; a truncated or corrupt image is ``InvalidInput``.
+6. the header must not claim more than the bytes can hold (:func:`check_data_covers`): a JPEG needs at least one bit
+   per 8 x 8 block, a PNG at least its raw pixel bytes / 1032 (deflate's best ratio), a JPEG at most
+   :data:`MAX_JPEG_SCANS` scans. A 633-byte JPEG whose header says 7000 x 7000 is ``InvalidInput`` here, before
+   anything is allocated: libjpeg would otherwise "decode" it, filling 49 M pixels it does not have, and never say
+   so. Within these bounds a file of ``n`` bytes can make at most ``512 n`` JPEG pixels, so the cost of a request
+   follows the bytes it sent, up to the pixel budget;
+7. then the pixels are decoded; a truncated or corrupt image is ``InvalidInput``. Pillow's
+   ``ImageFile.LOAD_TRUNCATED_IMAGES`` must stay off (it is by default; a test keeps it so): with it, Pillow would
+   pad a truncated file with grey instead of raising.
 
 The result is RGB with its EXIF orientation applied, so ``width`` x ``height`` are the pixels a user sees and the
 pixels every box is reported in. Other modes are converted: palette, grey, CMYK; alpha is dropped (as TensorFlow's
@@ -78,6 +86,12 @@ _FTYP_BRANDS = {
     b"mif1": "image/heif",
     b"msf1": "image/heif",
 }
+
+MAX_JPEG_SCANS = 100
+"""Most scans (SOS markers) a JPEG may have: each scan is a pass over the coefficients, so thousands of tiny
+progressive scans would cost minutes of CPU (libjpeg-turbo's ``djpeg -maxscans`` guards against the same)."""
+# PNG colour type (IHDR byte 25) -> samples per pixel.
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 
 # EXIF orientation -> the transpose that shows the image upright (the table ImageOps.exif_transpose uses).
 _ORIENTATION = {
@@ -201,6 +215,7 @@ def decode_image(
             f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} pixels",
             details={"width": width, "height": height, "max_pixels": max_pixels},
         )
+    check_data_covers(data, media_type, width, height)
     try:
         box = _draft(image, target_size) if target_size and media_type == "image/jpeg" else None
         image.load()
@@ -221,6 +236,45 @@ def decode_image(
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     return DecodedImage(rgb, width, height, media_type, box)
+
+
+def check_data_covers(data: bytes, media_type: str, width: int, height: int) -> None:
+    """Refuse an image whose header claims more than its bytes can hold (step 6 of the module docstring).
+
+    The bounds are lower limits that no complete file goes under, so a real image is never refused: a
+    Huffman-coded JPEG spends at least one bit on the DC coefficient of each 8 x 8 block of its full-resolution
+    component (arithmetic-coded JPEGs can go lower in theory, but only for near-uniform images); deflate packs at
+    most 258 bytes into 2 bits (1032 : 1), and a PNG's raw data is one filter byte plus the packed pixels per row.
+    WebP has no such bound; libwebp refuses data that ends early by itself.
+
+    Raises:
+        InvalidInput: the header claims pixels the data cannot hold, or a JPEG has more than
+            :data:`MAX_JPEG_SCANS` scans.
+    """
+    if media_type == "image/jpeg":
+        needed = _ceil_div(_ceil_div(width, 8) * _ceil_div(height, 8), 8)
+        scans = data.count(b"\xff\xda")  # 0xFF in entropy-coded data is always followed by 0x00: these are markers
+        if scans > MAX_JPEG_SCANS:
+            raise InvalidInput(
+                f"the JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are decoded (a real progressive JPEG has ~10)",
+                details={"scans": scans, "max_scans": MAX_JPEG_SCANS},
+            )
+    elif media_type == "image/png" and len(data) >= 26:
+        bits = data[24] * _PNG_CHANNELS.get(data[25], 4)
+        needed = _ceil_div(height * (1 + _ceil_div(width * bits, 8)), 1032)
+    else:
+        return
+    if len(data) < needed:
+        kind = _PILLOW_FORMATS[media_type]
+        raise InvalidInput(
+            f"the {kind} header says {width}x{height} pixels, but {len(data)} bytes cannot hold them (a complete "
+            f"{kind} of that size has at least {needed} bytes): the file is truncated or its header is wrong",
+            details={"width": width, "height": height, "bytes": len(data), "min_bytes": needed},
+        )
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(a // -b)
 
 
 def _open_header(data: bytes, media_type: str) -> Image.Image:

@@ -3,10 +3,13 @@
 Letterboxing a 2800x1760 poster into a 320x320 input shrinks it nine times, and a 30-pixel Wally becomes three
 pixels. Tiles of the model's own input size see objects at their native size instead. The recipe for a caller:
 
-1. ``wants_tiling(w, h, S, mode)`` decides (``auto`` tiles when the whole-image letterbox would shrink the image by
-   more than ``auto_factor``);
-2. ``plan_views(w, h, S, mode)`` gives the views to run: the tiles of :func:`plan_tiles` **plus the whole image**,
-   so that an object larger than a tile, or cut by every tile border, is still seen whole;
+1. ``wants_tiling(w, h, S, mode, views=...)`` decides: ``on`` always, ``off`` never, and ``auto`` follows how the
+   model sees an image (its ``views``, recorded at export in ``assets.extra/spotter.json``): a ``whole`` model (the
+   TF OD API's way, and the default for foreign models) is never tiled, a ``tiles`` model is tiled whenever the image
+   is larger than one view (``max(w, h) > S``). Without ``views``, ``auto`` tiles when the whole-image letterbox
+   would shrink the image by more than ``auto_factor``;
+2. ``plan_views(w, h, S, mode, views=...)`` gives the views to run: the tiles of :func:`plan_tiles` **plus the
+   whole image**, so that an object larger than a tile, or cut by every tile border, is still seen whole;
 3. letterbox each view (``letterbox(image, S, region=view.region)``), run them through the model (they batch with any
    other request's images), map each view's boxes to original pixels with its own
    :class:`~services.vision.letterbox.Letterbox`;
@@ -17,12 +20,60 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from services.errors import InvalidParameter
 
 TileMode = Literal["auto", "on", "off"]
 TILE_MODES: tuple[str, ...] = get_args(TileMode)
+Views = Literal["whole", "tiles"]
+"""How a model sees an image: the whole image letterboxed to S, or native-scale S x S views (tiles)."""
+VIEWS: tuple[str, ...] = get_args(Views)
+
+DEFAULT_OVERLAP = 0.25
+"""Fraction of a tile shared with its neighbour (the gateway's ``tile_overlap`` default; evaluation uses it too)."""
+DEFAULT_MAX_TILES = 32
+"""Most tiles per image (the gateway's ``max_tiles`` default)."""
+DEFAULT_MERGE_IOU = 0.5
+"""IoU above which merged same-class boxes of several views are duplicates (the gateway's ``tile_nms_iou``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelViews:
+    """How a model version sees an image, as its export recorded it (``assets.extra/spotter.json``).
+
+    Attributes:
+        views: ``"whole"`` or ``"tiles"``.
+        crop_size: The side of the native-scale crops it was trained on (tiles; ``None`` when unknown).
+        object_size_px: ``(smallest, largest)`` object side in the training crops, in pixels (``None`` when unknown).
+    """
+
+    views: Views = "whole"
+    crop_size: int | None = None
+    object_size_px: tuple[float, float] | None = None
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> ModelViews:
+        """Read from a version's ``spotter.json`` contents; a foreign model (no or an unknown ``views``) is
+        ``whole``, the TF OD API's way."""
+        views = metadata.get("views")
+        if views not in VIEWS:
+            return cls()
+        crop = metadata.get("crop_size")
+        size = metadata.get("object_size_px")
+        return cls(
+            views,
+            int(crop) if isinstance(crop, int | float) else None,
+            (float(size[0]), float(size[1])) if isinstance(size, list | tuple) and len(size) == 2 else None,
+        )
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The ``spotter.json`` keys."""
+        return {
+            "views": self.views,
+            "crop_size": self.crop_size,
+            "object_size_px": list(self.object_size_px) if self.object_size_px else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -40,11 +91,21 @@ class Tile:
         return (self.x, self.y, self.x + self.width, self.y + self.height)
 
 
-def wants_tiling(width: int, height: int, input_size: int, mode: TileMode, *, auto_factor: float = 2.0) -> bool:
+def wants_tiling(
+    width: int,
+    height: int,
+    input_size: int,
+    mode: TileMode,
+    *,
+    auto_factor: float = 2.0,
+    views: Views | None = None,
+) -> bool:
     """Whether to tile a ``width`` x ``height`` image for a model of input ``input_size``.
 
-    ``"on"`` always tiles, ``"off"`` never; ``"auto"`` tiles when letterboxing the whole image would shrink it by
-    more than ``auto_factor`` (``max(width, height) / input_size > auto_factor``).
+    ``"on"`` always tiles, ``"off"`` never; ``"auto"`` follows the model's ``views``: never for ``"whole"``,
+    whenever the image is larger than one view (``max(width, height) > input_size``) for ``"tiles"``. With no
+    ``views`` known, ``"auto"`` tiles when letterboxing the whole image would shrink it by more than ``auto_factor``
+    (``max(width, height) / input_size > auto_factor``).
 
     Raises:
         InvalidParameter: ``mode`` is not one of ``auto``, ``on``, ``off``.
@@ -54,6 +115,10 @@ def wants_tiling(width: int, height: int, input_size: int, mode: TileMode, *, au
     if mode == "off":
         return False
     if mode == "auto":
+        if views == "whole":
+            return False
+        if views == "tiles":
+            return max(width, height) > input_size
         return max(width, height) / input_size > auto_factor
     raise InvalidParameter(f"tile must be one of {', '.join(TILE_MODES)}, not {mode!r}", details={"tile": mode})
 
@@ -100,17 +165,18 @@ def plan_views(
     mode: TileMode,
     *,
     auto_factor: float = 2.0,
-    overlap: float = 0.25,
+    overlap: float = DEFAULT_OVERLAP,
     max_tiles: int = 64,
+    views: Views | None = None,
 ) -> list[Tile]:
     """The views to run for one image: the whole image alone, or (when tiling) the tiles and then the whole image.
 
     The whole image rides along with the tiles so that objects larger than a tile, or cut by tile borders, are
     still found whole; :func:`services.vision.nms.merge_detections` then merges the views. An image that fits in one
-    tile is just the whole image.
+    tile is just the whole image. ``views`` is the model's (see :func:`wants_tiling`).
     """
     whole = Tile(0, 0, width, height)
-    if not wants_tiling(width, height, input_size, mode, auto_factor=auto_factor):
+    if not wants_tiling(width, height, input_size, mode, auto_factor=auto_factor, views=views):
         return [whole]
     tiles = plan_tiles(width, height, input_size, overlap=overlap, max_tiles=max_tiles)
     if len(tiles) == 1 and tiles[0] == whole:

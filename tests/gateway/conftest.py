@@ -91,3 +91,15 @@ def model_server(tiny_models: Path) -> Iterator[ModelServerHandle]:
         wait_for=[p.name for p in sorted((tiny_models / "root").iterdir())],
     ) as handle:
         yield handle
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServerHandle]:
+    """A model server over ``tiny`` and ``cls`` alone: quick to start (the overload and hostile-input tests)."""
+    root = tmp_path_factory.mktemp("tiny-only")
+    for name in ("tiny", "cls"):
+        (root / name).symlink_to(tiny_models / "root" / name, target_is_directory=True)
+    with running_model_server(
+        root, log_dir=root.parent / "tiny-only-logs", poll_seconds=0.5, wait_for=["tiny", "cls"]
+    ) as handle:
+        yield handle

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from services import errors
 from services.gateway.batcher import Batcher, BatchKey
@@ -187,3 +188,83 @@ async def test_closing_fails_what_waits() -> None:
     assert all(isinstance(r, errors.Unavailable) for r in results)
     with pytest.raises(errors.Unavailable):
         await batcher.submit(KEY, image(0))
+
+
+async def test_an_image_past_its_queue_deadline_is_refused_not_served_late() -> None:
+    recorder = Recorder()
+    recorder.gate = asyncio.Event()
+    batcher = make(recorder, max_batch_size=1, max_inflight_batches=1, max_queue_wait=0.05)
+    first = asyncio.create_task(batcher.submit(KEY, image(1)))  # leaves at once, then holds the only Predict slot
+    await asyncio.sleep(0.02)
+    assert [size for _, size in recorder.batches] == [1]
+    late = asyncio.create_task(batcher.submit(KEY, image(2)))  # waits for the slot, longer than its deadline
+    with pytest.raises(errors.Overloaded) as refused:
+        await asyncio.wait_for(late, 5)
+    assert refused.value.details["reason"] == "deadline"
+    assert refused.value.retry_after == 2.0
+    assert batcher.pending == 0  # it left the queue
+    recorder.gate.set()
+    assert int((await asyncio.wait_for(first, 5))["value"]) == 1  # what had left is still answered
+    assert [size for _, size in recorder.batches] == [1]  # the late image never reached the model server
+    await batcher.close()
+
+
+async def test_a_batch_never_carries_an_image_past_its_deadline() -> None:
+    # The deadline only bounds the time in the queue: an image whose batch left waits for its Predict call.
+    recorder = Recorder()
+    recorder.gate = asyncio.Event()
+    batcher = make(recorder, max_batch_size=2, max_batch_delay=0.0, max_queue_wait=0.05)
+    pending = asyncio.gather(*(batcher.submit(KEY, image(i)) for i in range(2)))
+    await asyncio.sleep(0.2)  # four deadlines while the Predict call holds them
+    recorder.gate.set()
+    assert [int(r["value"]) for r in await asyncio.wait_for(pending, 5)] == [0, 1]
+    await batcher.close()
+
+
+def dispatches(reason: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "spotter_batch_dispatches_total", {"model": KEY.model, "version": str(KEY.version), "reason": reason}
+    )
+    return value or 0.0
+
+
+async def test_without_work_conserving_a_lone_request_waits_for_the_delay() -> None:
+    recorder = Recorder()
+    batcher = make(recorder, max_batch_delay=30.0)
+    task = asyncio.create_task(batcher.submit(KEY, image(7)))
+    await asyncio.sleep(0.05)
+    assert recorder.batches == [] and batcher.pending == 1  # the slot is free, but the batch waits to fill
+    task.cancel()
+    await batcher.close()
+
+
+async def test_a_lone_request_leaves_at_once_when_a_slot_is_free() -> None:
+    # Work-conserving: with a free Predict slot nothing waits for company, however long the delay may be.
+    recorder = Recorder()
+    batcher = make(recorder, max_batch_delay=30.0, work_conserving=True)
+    before = {reason: dispatches(reason) for reason in ("idle", "full", "waited")}
+    result = await asyncio.wait_for(batcher.submit(KEY, image(7)), 5)  # far sooner than the 30 s delay
+    assert int(result["value"]) == 7
+    assert [size for _, size in recorder.batches] == [1]
+    assert dispatches("idle") == before["idle"] + 1
+    assert (dispatches("full"), dispatches("waited")) == (before["full"], before["waited"])
+    await batcher.close()
+
+
+async def test_while_every_slot_is_busy_images_gather_and_leave_when_one_frees() -> None:
+    recorder = Recorder()
+    recorder.gate = asyncio.Event()
+    batcher = make(recorder, max_batch_delay=30.0, max_inflight_batches=1, work_conserving=True)
+    waited = dispatches("waited")
+    first = asyncio.create_task(batcher.submit(KEY, image(1)))
+    await asyncio.sleep(0.02)
+    assert [size for _, size in recorder.batches] == [1]  # left alone, at once: the slot was free
+    rest = asyncio.gather(*(batcher.submit(KEY, image(i)) for i in (2, 3)))
+    await asyncio.sleep(0.02)
+    assert batcher.pending == 2  # the only slot is busy: they wait, together
+    recorder.gate.set()
+    assert [int(r["value"]) for r in await asyncio.wait_for(rest, 5)] == [2, 3]
+    await asyncio.wait_for(first, 5)
+    assert [size for _, size in recorder.batches] == [1, 2]  # left as one batch when the slot freed, not after 30 s
+    assert dispatches("waited") == waited + 1
+    await batcher.close()

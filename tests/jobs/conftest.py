@@ -66,6 +66,7 @@ def settings(tmp_path: Path, redis_url: str) -> GatewaySettings:
         _env_file=None,
         tfs_grpc=f"127.0.0.1:{free_port()}",  # no model server: the jobs API does not need one
         tfs_deadline_seconds=1.0,
+        grpc_port=0,  # a free port: other gateways may hold 50051
         model_root=tmp_path / "models",
         data_dir=tmp_path / "data",
         redis_url=redis_url,

@@ -40,6 +40,10 @@ def test_jobs_need_an_api_key(client: TestClient) -> None:
         ({**TRAIN, "epochs": 0}, "epochs"),
         ({**TRAIN, "backbone": "resnet50"}, "backbone"),
         ({**TRAIN, "train_size": 256}, "train_size"),
+        ({**TRAIN, "views": "tiles", "train_size": 256}, "train_size 256 is larger than input_size"),
+        ({**TRAIN, "background_ratio": 0.95}, "background_ratio"),
+        ({**TRAIN, "background_ratio": -0.1}, "background_ratio"),
+        ({**TRAIN, "views": "mosaic"}, "views"),
         ({**TRAIN, "colour": "red"}, "colour"),
         ({**TRAIN, "export": {"model": "../up"}}, "export.model"),
         ({**TRAIN, "run": "a/b"}, "run"),
@@ -63,11 +67,12 @@ def test_bad_parameters_are_422_naming_them_and_queue_nothing(
     [
         ({**TRAIN, "dataset": "nothing"}, "dataset 'nothing' not found (datasets: novalid, roads, shapes)"),
         ({**TRAIN, "dataset_version": 7}, "dataset 'shapes' has no version 7"),
-        ({**TRAIN, "weights": "/no/such/weights.h5"}, "weights file not found"),
+        ({**TRAIN, "weights": "no-such-weights.h5"}, "weights file not found"),
         ({**TRAIN, "dataset": "novalid", "evaluate": True}, "has no validation images"),
         ({"type": "evaluate", "model": "ghost", "dataset": "shapes"}, "no model named 'ghost'"),
         ({"type": "evaluate", "run": "ghost"}, "no run named 'ghost'"),
         ({"type": "export", "run": "ghost", "model": "m"}, "no run named 'ghost'"),
+        ({**TRAIN, "dataset": "roads", "views": "tiles"}, "views 'tiles' needs a detection dataset"),
     ],
 )
 def test_what_does_not_exist_is_422_at_submit_and_queues_nothing(
@@ -167,9 +172,8 @@ def test_artifacts_are_served_from_the_job_folder_only(client: TestClient, setti
     record = client.get(f"/v1/jobs/{job_id}", headers=KEY).json()
     assert [a["name"] for a in record["artifacts"]] == ["metrics.json", "round-1/review.json"]  # two levels listed
     artifact = record["artifacts"][0]
-    assert artifact["url"] == f"/v1/jobs/{job_id}/artifacts/metrics.json" and artifact["path"] == str(
-        folder / "metrics.json"
-    )
+    assert artifact["url"] == f"/v1/jobs/{job_id}/artifacts/metrics.json"
+    assert artifact["path"] == f"jobs/{job_id}/metrics.json"  # relative to the data folder: no server path
     got = client.get(artifact["url"], headers=KEY)
     assert got.status_code == 200 and got.json() == {"loss": [1.0]}
     deep = client.get(f"/v1/jobs/{job_id}/artifacts/round-1/voc/a.xml", headers=KEY)

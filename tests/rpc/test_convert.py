@@ -8,6 +8,7 @@ from services import errors
 from services.gateway.catalog import ModelDescription, VersionDescription
 from services.gateway.rpc import convert
 from services.gen.spotter.v1 import detection_pb2, model_pb2
+from services.vision.tiling import ModelViews
 
 
 def test_unset_optional_fields_are_none_and_set_zeros_are_kept() -> None:
@@ -43,8 +44,10 @@ def test_model_descriptions_map_kinds_and_states() -> None:
         ModelDescription(
             "m",
             [
-                VersionDescription(1, "AVAILABLE", "detector", 320, {2: "b", 1: "a"}),
-                VersionDescription(2, "AVAILABLE", "unknown", None, {}),
+                VersionDescription(
+                    1, "AVAILABLE", "detector", 320, {2: "b", 1: "a"}, ModelViews("tiles", 256, (14, 40))
+                ),
+                VersionDescription(2, "AVAILABLE", "unknown", None, {}, ModelViews()),
                 VersionDescription(3, "LOADING"),
                 VersionDescription(4, "SOMETHING_NEW"),
             ],
@@ -68,3 +71,7 @@ def test_model_descriptions_map_kinds_and_states() -> None:
     assert [(x.id, x.name) for x in message.versions[0].labels] == [(1, "a"), (2, "b")]
     assert message.versions[0].input_size == 320 and not message.versions[2].HasField("input_size")
     assert dict(message.version_labels) == {"stable": 1}
+    first, second = message.versions[0], message.versions[1]
+    assert (first.views, first.crop_size, list(first.object_size_px)) == ("tiles", 256, [14.0, 40.0])
+    assert (second.views, second.HasField("crop_size"), list(second.object_size_px)) == ("whole", False, [])
+    assert not message.versions[2].HasField("views")

@@ -110,6 +110,51 @@ def test_a_decompression_bomb_costs_no_memory(data: bytes) -> None:
     assert grown_mib < 50, f"decoding grew the process by {grown_mib:.0f} MiB"
 
 
+@pytest.mark.parametrize("data", [png_declaring(7000, 7000), jpeg_declaring(7000, 7000)], ids=["png", "jpeg"])
+def test_a_header_that_claims_more_than_the_bytes_hold_is_400_before_decoding(data: bytes) -> None:
+    # Within the pixel budget, so only the bytes can tell: a few hundred cannot hold 49 M pixels.
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(InvalidInput, match="7000x7000 pixels, but") as caught:
+        decode(data, max_pixels=50_000_000)
+    assert caught.value.details["bytes"] == len(data) < caught.value.details["min_bytes"]
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 50, f"refusing it grew the process by {grown_mib:.0f} MiB"
+
+
+def _solid_jpeg(mode: str, size: tuple[int, int], **params: object) -> bytes:
+    return encode(Image.new(mode, size, 128 if mode == "L" else (128, 128, 128)), "JPEG", **params)
+
+
+def _solid_png(mode: str, size: tuple[int, int]) -> bytes:
+    return encode(Image.new(mode, size, 0), "PNG", optimize=True)
+
+
+@pytest.mark.parametrize(
+    ("data", "size"),
+    [
+        # The most compressible files there are: one colour, optimised Huffman tables, progressive EOB runs.
+        (_solid_jpeg("L", (2048, 2048), optimize=True, progressive=True), (2048, 2048)),
+        (_solid_jpeg("RGB", (3000, 2000), optimize=True, progressive=True), (3000, 2000)),
+        (_solid_jpeg("RGB", (3000, 2000), optimize=True, subsampling=2), (3000, 2000)),
+        (_solid_png("1", (4000, 3000)), (4000, 3000)),
+        (_solid_png("L", (3000, 3000)), (3000, 3000)),
+    ],
+    ids=["jpeg-grey-progressive", "jpeg-rgb-progressive", "jpeg-rgb-420", "png-1bit", "png-grey"],
+)
+def test_the_bytes_bound_refuses_no_real_image(data: bytes, size: tuple[int, int]) -> None:
+    decoded = decode(data)
+    assert (decoded.width, decoded.height) == size
+
+
+def test_a_jpeg_with_too_many_scans_is_400() -> None:
+    progressive = _solid_jpeg("L", (64, 64), progressive=True)
+    sos = progressive.index(b"\xff\xda")
+    scan = progressive[sos : progressive.index(b"\xff\xda", sos + 2)]
+    with pytest.raises(InvalidInput, match="scans") as caught:
+        decode(progressive[:sos] + scan * 150 + b"\xff\xd9")
+    assert caught.value.details == {"scans": 150, "max_scans": 100}
+
+
 def test_pillows_bomb_warning_turned_into_an_error_is_still_413() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")

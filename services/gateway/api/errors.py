@@ -15,9 +15,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from services import errors
 from services.gateway import metrics
+from services.gateway.admission import record_overload
 from services.gateway.api.disconnect import ClientDisconnected, client_disconnected_handler
 
 logger = logging.getLogger(__name__)
@@ -39,7 +41,13 @@ HTTP_STATUS: dict[type[errors.SpotterError], int] = {
 }
 
 # Codes for Starlette's own HTTP exceptions (unknown route, wrong method, malformed multipart...).
-_HTTP_CODES = {400: "invalid_input", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+_HTTP_CODES = {
+    400: "invalid_input",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "payload_too_large",
+}
 
 
 def http_status(exc: errors.SpotterError) -> int:
@@ -70,7 +78,9 @@ async def _spotter_error(request: Request, exc: Exception) -> JSONResponse:
     status = http_status(exc)
     model = getattr(request.state, "spotter_model", None)
     metrics.record_rejection(model, exc)
-    if status >= 500:
+    if isinstance(exc, errors.Overloaded):  # counted by reason and logged as a rate, not one line per request
+        record_overload(f"{request.method} {request.url.path}", exc)
+    elif status >= 500:
         logger.warning("%s %s -> %d %s: %s", request.method, request.url.path, status, exc.code, exc.message)
     return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=status, headers=_retry_after(exc))
 
@@ -106,6 +116,7 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that turn every exception into the one error body shape."""
     app.add_exception_handler(errors.SpotterError, _spotter_error)
     app.add_exception_handler(ClientDisconnected, client_disconnected_handler)
+    app.add_exception_handler(ClientDisconnect, client_disconnected_handler)  # gone while its body was read
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -99,6 +99,11 @@ class VersionBody(BaseModel):
     kind: Literal["detector", "classifier", "unknown"] | None = None
     input_size: int | None = Field(None, description="the side S of the model's square input")
     labels: list[LabelBody] | None = None
+    views: Literal["whole", "tiles"] | None = Field(
+        None, description="how the version sees an image: the whole image letterboxed, or native-scale S x S tiles"
+    )
+    crop_size: int | None = Field(None, description="tiles: the side of the crops it was trained on")
+    object_size_px: list[float] | None = Field(None, description="tiles: [smallest, largest] object side trained on")
 
 
 class ModelBody(BaseModel):
@@ -117,6 +122,9 @@ class ModelBody(BaseModel):
                     kind=v.kind,
                     input_size=v.input_size,
                     labels=None if v.labels is None else [LabelBody(id=i, name=n) for i, n in sorted(v.labels.items())],
+                    views=v.views.views if v.views else None,
+                    crop_size=v.views.crop_size if v.views else None,
+                    object_size_px=list(v.views.object_size_px) if v.views and v.views.object_size_px else None,
                 )
                 for v in model.versions
             ],

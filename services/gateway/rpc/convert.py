@@ -97,6 +97,9 @@ def model_message(model: ModelDescription) -> model_pb2.Model:
                 kind=_KINDS.get(v.kind or "", model_pb2.MODEL_KIND_UNSPECIFIED),
                 input_size=v.input_size,
                 labels=[model_pb2.Label(id=i, name=n) for i, n in sorted((v.labels or {}).items())],
+                views=v.views.views if v.views else None,
+                crop_size=v.views.crop_size if v.views else None,
+                object_size_px=list(v.views.object_size_px) if v.views and v.views.object_size_px else [],
             )
             for v in model.versions
         ],

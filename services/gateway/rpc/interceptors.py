@@ -34,6 +34,7 @@ from starlette.datastructures import Headers
 
 from services import errors
 from services.gateway import metrics
+from services.gateway.admission import record_overload
 from services.gateway.api.deps import check_api_key
 from services.gateway.api.disconnect import CLIENT_CLOSED_REQUEST
 from services.gateway.api.errors import http_status
@@ -97,7 +98,9 @@ def record_failure(endpoint: str, model: str | None, exc: errors.SpotterError) -
     """Count a request answered with one of our errors; its HTTP-equivalent status (5xx are logged)."""
     status = http_status(exc)
     metrics.record_rejection(model, exc)
-    if status >= 500:
+    if isinstance(exc, errors.Overloaded):  # counted by reason and logged as a rate, not one line per request
+        record_overload(endpoint, exc)
+    elif status >= 500:
         logger.warning("%s -> %s %s: %s", endpoint, grpc_status(exc).name, exc.code, exc.message)
     return status
 

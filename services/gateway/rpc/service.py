@@ -1,5 +1,6 @@
 """``spotter.v1.DetectionService``: each method a few lines over the dataplane, like the REST routes.
 
+Inference methods take the dataplane's admission ticket first (each ``DetectStream`` frame its own), as REST does.
 Errors are raised as :mod:`services.errors` and mapped to statuses by the interceptor
 (:mod:`services.gateway.rpc.interceptors`), which also records the request metrics; methods only tell it the model
 and the version (:func:`~services.gateway.rpc.interceptors.current_call`).
@@ -43,7 +44,8 @@ class DetectionServicer(detection_pb2_grpc.DetectionServiceServicer):
         self._window = settings.grpc_stream_window
 
     async def Detect(self, request: detection_pb2.DetectRequest, context: _Context) -> detection_pb2.DetectResponse:
-        result = await self._dataplane.detect(convert.detect_request(request))
+        with self._dataplane.admit():
+            result = await self._dataplane.detect(convert.detect_request(request))
         current_call().version = result.version
         return convert.detect_response(result)
 
@@ -53,7 +55,8 @@ class DetectionServicer(detection_pb2_grpc.DetectionServiceServicer):
         call = current_call()
         call.model = request.request.model or None
         media_type = negotiate_media_type(request.media_type or None, default="image/jpeg")
-        annotated = await self._dataplane.annotate(convert.detect_request(request.request), media_type)
+        with self._dataplane.admit():
+            annotated = await self._dataplane.annotate(convert.detect_request(request.request), media_type)
         call.version = annotated.result.version
         return detection_pb2.AnnotateResponse(
             result=convert.detect_response(annotated.result),
@@ -63,7 +66,8 @@ class DetectionServicer(detection_pb2_grpc.DetectionServiceServicer):
     async def Classify(
         self, request: detection_pb2.ClassifyRequest, context: _Context
     ) -> detection_pb2.ClassifyResponse:
-        result = await self._dataplane.classify(convert.classify_request(request))
+        with self._dataplane.admit():
+            result = await self._dataplane.classify(convert.classify_request(request))
         current_call().version = result.version
         return convert.classify_response(result)
 
@@ -120,7 +124,8 @@ class DetectionServicer(detection_pb2_grpc.DetectionServiceServicer):
         inflight.inc()
         start = time.perf_counter()
         try:
-            result = await self._dataplane.detect(convert.detect_request(frame.request))
+            with self._dataplane.admit():
+                result = await self._dataplane.detect(convert.detect_request(frame.request))
             version, status = result.version, 200
             return detection_pb2.DetectStreamResponse(frame_id=frame.frame_id, result=convert.detect_response(result))
         except errors.SpotterError as err:

@@ -106,7 +106,7 @@ async def submit_job(
         {
             "job_id": first,
             "status_url": f"/v1/jobs/{first}",
-            "jobs": [record(j, settings.data_dir) for j in jobs],
+            "jobs": [record(j, settings.data_dir, model_root=settings.model_root) for j in jobs],
         },
         status_code=202,
         headers={"Location": f"/v1/jobs/{first}"},
@@ -127,7 +127,10 @@ async def list_jobs(
     from services.worker.records import list_records
 
     jobs = await _with_redis(
-        settings, lambda c: list_records(c, settings.data_dir, job_type=type, state=state, limit=limit)
+        settings,
+        lambda c: list_records(
+            c, settings.data_dir, job_type=type, state=state, limit=limit, model_root=settings.model_root
+        ),
     )
     return {"jobs": jobs}
 
@@ -138,7 +141,9 @@ async def get_job(job_id: str, settings: SettingsDep, _: ApiKeyDep) -> dict[str,
     from services.worker.queues import fetch_job
     from services.worker.records import record
 
-    return await _with_redis(settings, lambda c: record(fetch_job(job_id, c), settings.data_dir))
+    return await _with_redis(
+        settings, lambda c: record(fetch_job(job_id, c), settings.data_dir, model_root=settings.model_root)
+    )
 
 
 @router.delete("/jobs/{job_id}", responses=_ERRORS)
@@ -150,7 +155,10 @@ async def cancel_job(job_id: str, settings: SettingsDep, _: ApiKeyDep) -> dict[s
 
     def work(connection: redis.Redis) -> dict[str, Any]:
         before = cancel(connection, job_id)
-        return {**record(fetch_job(job_id, connection), settings.data_dir), "canceled_from": before.value}
+        return {
+            **record(fetch_job(job_id, connection), settings.data_dir, model_root=settings.model_root),
+            "canceled_from": before.value,
+        }
 
     return await _with_redis(settings, work)
 

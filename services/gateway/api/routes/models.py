@@ -1,7 +1,8 @@
 """Model routes: inference (``:detect``, ``:annotate``, ``:classify``) and model information.
 
 Each route reads the request, calls the dataplane and shapes the answer; the work and the rules live in
-:mod:`services.gateway.dataplane`.
+:mod:`services.gateway.dataplane`. An inference route takes its admission ticket before it reads the body, so an
+overloaded gateway answers 503 having read nothing (:mod:`services.gateway.admission`).
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.routing import APIRoute
 
+from services.errors import NotFound
 from services.gateway.api.deps import DataplaneDep, InferenceKeyDep, SettingsDep
 from services.gateway.api.disconnect import unless_disconnected
 from services.gateway.api.schemas import (
@@ -65,8 +68,10 @@ async def detect(
 ) -> DetectResponse:
     """Detect objects in an image; boxes in pixels of the original image."""
     request.state.spotter_model = name
-    data, content_type = await read_image(request, settings.max_image_bytes)
-    result = await unless_disconnected(request, dataplane.detect(_detect_request(name, data, content_type, query)))
+    with dataplane.admit():
+        data, content_type = await read_image(request, settings.max_image_bytes)
+        detect_request = _detect_request(name, data, content_type, query)
+        result = await unless_disconnected(request, dataplane.detect(detect_request))
     request.state.spotter_version = result.version
     return DetectResponse.of(result)
 
@@ -88,10 +93,11 @@ async def annotate(
     """Detect objects and answer the image with their boxes and labels drawn (JPEG or PNG, by Accept)."""
     request.state.spotter_model = name
     media_type = negotiate_media_type(request.headers.get("accept"), default="image/jpeg")
-    data, content_type = await read_image(request, settings.max_image_bytes)
-    annotated = await unless_disconnected(
-        request, dataplane.annotate(_detect_request(name, data, content_type, query), media_type)
-    )
+    with dataplane.admit():
+        data, content_type = await read_image(request, settings.max_image_bytes)
+        annotated = await unless_disconnected(
+            request, dataplane.annotate(_detect_request(name, data, content_type, query), media_type)
+        )
     request.state.spotter_version = annotated.result.version
     return Response(
         annotated.image,
@@ -111,16 +117,17 @@ async def classify(
 ) -> ClassifyResponse:
     """Classify an image: the top-k labels and their scores."""
     request.state.spotter_model = name
-    data, content_type = await read_image(request, settings.max_image_bytes)
-    classify_request = ClassifyRequest(
-        model=name,
-        data=data,
-        content_type=content_type,
-        version=query.version,
-        label=query.label,
-        top_k=query.top_k,
-    )
-    result = await unless_disconnected(request, dataplane.classify(classify_request))
+    with dataplane.admit():
+        data, content_type = await read_image(request, settings.max_image_bytes)
+        classify_request = ClassifyRequest(
+            model=name,
+            data=data,
+            content_type=content_type,
+            version=query.version,
+            label=query.label,
+            top_k=query.top_k,
+        )
+        result = await unless_disconnected(request, dataplane.classify(classify_request))
     request.state.spotter_version = result.version
     return ClassifyResponse.of(result)
 
@@ -136,3 +143,21 @@ async def get_model(name: str, request: Request, dataplane: DataplaneDep, _: Inf
     """Describe one model: its versions, states, kind, input size, labels and version labels."""
     request.state.spotter_model = name
     return ModelBody.of(await dataplane.get_model(name))
+
+
+# The verbs above (``detect``, ``annotate``, ``classify``), read from the routes so the list cannot drift.
+MODEL_VERBS = tuple(
+    route.path.rsplit(":", 1)[1]
+    for route in router.routes
+    if isinstance(route, APIRoute) and route.path.startswith("/v1/models/{name}:")
+)
+
+
+@router.post("/models/{name}:{verb}", include_in_schema=False)
+async def unknown_verb(name: str, verb: str) -> None:
+    """Any other verb (``:DETECT``, ``:predict``): 404 naming the verbs (not the 405 of ``/models/{name}``)."""
+    listed = ", ".join(f":{v}" for v in MODEL_VERBS)
+    hint = f"; did you mean :{verb.lower()}? verbs are lower case" if verb.lower() in MODEL_VERBS else ""
+    raise NotFound(
+        f"no verb :{verb} on /v1/models/{name}; the verbs are {listed}{hint}", details={"verbs": list(MODEL_VERBS)}
+    )
