@@ -328,7 +328,7 @@ def active_learning(
     model: Annotated[str, typer.Option(help="the detector to improve (published); new versions go there")],
     dataset: Annotated[str, typer.Option(help="the boxed detection dataset")],
     pool: Annotated[
-        str | None, typer.Option(help="a folder of images, one sub-folder per class (root images: no label)")
+        str | None, typer.Option(help="a folder under the data folder, a sub-folder per class (root images: no label)")
     ] = None,
     pool_dataset: Annotated[str | None, typer.Option(help="or a pool dataset")] = None,
     version: Annotated[int | None, typer.Option(help="the version to start from (default: the latest)")] = None,

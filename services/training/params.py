@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -44,6 +44,18 @@ def check_weights_name(value: str) -> None:
             f"weights must be 'imagenet', 'none' or the name of a file in the data folder's {WEIGHTS_DIR}/ folder "
             "(letters, digits, '_', '.', '+', '-'; no folders), not a path"
         )
+
+
+def check_data_relative(value: str, parameter: str) -> None:
+    """A folder named by a job relative to the data folder: never absolute, never climbing out with ``..``, so a job
+    can't make the worker look at (or the API answer about) anything else on the host.
+
+    Raises:
+        ValueError: an absolute path, a ``~`` path or a ``..`` part (pydantic turns it into a 422 naming it).
+    """
+    posix = value.replace("\\", "/")
+    if not posix or posix.startswith(("/", "~")) or ".." in PurePosixPath(posix).parts:
+        raise ValueError(f"{parameter} must be a folder relative to the data folder (no absolute path, no '..')")
 
 
 def weights_file(value: str, data_dir: Path) -> Path:
@@ -183,7 +195,7 @@ class ActiveLearningParams(_Params):
     pool: str | None = Field(
         None,
         description="a folder of images, one sub-folder per class (images in the root have no label); "
-        "relative to the data folder, or absolute",
+        "relative to the data folder",
     )
     pool_dataset: Name | None = Field(None, description="or a pool dataset (imported with pool: true)")
     pool_dataset_version: int | None = Field(None, ge=1)
@@ -213,6 +225,13 @@ class ActiveLearningParams(_Params):
     force: bool = Field(False, description="publish each round even if the gate refuses")
     run_prefix: Name | None = Field(None, description="runs are <prefix>-r1, -r2...; default: a new one")
     timeout_seconds: int = Field(24 * 3600, ge=60, le=7 * 24 * 3600)
+
+    @field_validator("pool")
+    @classmethod
+    def _pool_inside_data(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_data_relative(value, "pool")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> ActiveLearningParams:
@@ -418,9 +437,12 @@ def check_init_model(name: str, version: int | None, identity: dict[str, Any], r
 
 
 def resolve_path(path: str, data_dir: Path) -> Path:
-    """A path as a job means it: absolute, or relative to the data folder."""
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else data_dir / p
+    """A folder a job names, under the data folder (checked again here: the job may come from an old record)."""
+    try:
+        check_data_relative(path, "pool")
+    except ValueError as exc:
+        raise InvalidParameter(str(exc), details={"parameter": "pool"}) from None
+    return data_dir / path
 
 
 def complete_run(name: str, data_dir: Path) -> RunInfo:

@@ -60,6 +60,15 @@ def test_a_pool_without_images_is_422(client: TestClient, settings: GatewaySetti
     _refused(client, settings, {**AL, "pool": "elsewhere"}, "pool folder not found: elsewhere")
 
 
+@pytest.mark.parametrize("pool_path", ["/etc", "/no/such/folder", "~root", "../pool", "pool/../../etc", "\\etc"])
+def test_a_pool_outside_the_data_folder_is_422_whether_or_not_it_exists(
+    client: TestClient, settings: GatewaySettings, pool: Path, pool_path: str
+) -> None:
+    """The API is no oracle for the host's folders: the same answer, before anything is looked at."""
+    _image(pool / "circle" / "a.png")
+    _refused(client, settings, {**AL, "pool": pool_path}, "pool must be a folder relative to the data folder")
+
+
 def test_a_pool_of_unknown_classes_only_is_422_naming_them(
     client: TestClient, settings: GatewaySettings, pool: Path
 ) -> None:
