@@ -20,6 +20,7 @@ through the error handlers like every other answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any, cast
@@ -66,9 +67,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self._header_bytes += len(data)
         self._unset_keepalive_if_required()
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            pass  # no WebSocket routes (ws="none"): served as plain HTTP, its Upgrade header ignored, as uvicorn does
+            # No WebSocket routes (ws="none"): a request with an Upgrade header is served as plain HTTP, like uvicorn.
+            with contextlib.suppress(httptools.HttpParserUpgrade):
+                self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             reason = str(exc).strip() or type(exc).__name__
             logger.info("refusing a malformed request from %s: %s", _client_text(self.client), reason)
