@@ -35,8 +35,8 @@ run: $(GENERATED) ## set up, then start the model server, gateway and worker on 
 test: $(GENERATED) ## set up, then run every test (TensorFlow-free process first, then the TensorFlow one)
 	scripts/ensure-redis.sh
 	scripts/ensure-prometheus.sh
-	$(BIN)/pytest tests --ignore=tests/tf $(PYTEST_ARGS)
-	$(BIN)/pytest tests/tf $(PYTEST_ARGS)
+	$(BIN)/pytest tests --ignore=tests/tf --durations=15 $(PYTEST_ARGS)
+	$(BIN)/pytest tests/tf --durations=15 $(PYTEST_ARGS)
 
 test-fast: $(GENERATED) ## the tests without the slow and integration tiers
 	$(BIN)/pytest tests --ignore=tests/tf -m "not slow and not integration" $(PYTEST_ARGS)
