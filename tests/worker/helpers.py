@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from services.worker.config import WorkerSettings
@@ -43,17 +43,19 @@ def run_burst_worker(settings: WorkerSettings, log_dir: Path, *args: str, timeou
     return done.stdout + done.stderr
 
 
-def children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (a worker's work-horse and its scheduler)."""
-    found = []
+def _process_stats() -> Iterator[tuple[int, list[str]]]:
+    """Each live process's pid with the fields of ``/proc/<pid>/stat`` after its name (state, ppid, pgrp, ...)."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
+            continue  # it ended while we looked
+        yield int(stat.parent.name), fields
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (a worker's work-horse and its scheduler)."""
+    return [child for child, fields in _process_stats() if int(fields[1]) == pid]
 
 
 def start_worker(
@@ -91,12 +93,4 @@ def running(pid: int) -> bool:
 
 def group_members(pgid: int) -> list[int]:
     """The live processes of process group ``pgid``."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            found.append(int(stat.parent.name))
-    return found
+    return [member for member, fields in _process_stats() if int(fields[2]) == pgid and fields[0] != "Z"]
