@@ -16,13 +16,14 @@ import json
 import logging
 import re
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
+
+from services.files import TMP_PREFIX, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -46,27 +47,15 @@ def save_checkpoint(
 ) -> Checkpoint:
     """Write ``folder/epoch-NNNN/`` atomically, then keep only the newest ``keep`` checkpoints and ``best``'s."""
     folder.mkdir(parents=True, exist_ok=True)
-    for stray in folder.glob(".tmp-*"):
+    for stray in folder.glob(f"{TMP_PREFIX}*"):
         shutil.rmtree(stray, ignore_errors=True)  # a save that was killed half-way
-    tmp = folder / f".tmp-{epoch:04d}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        model.save_weights(str(tmp / WEIGHTS_FILE))
+    target = folder / f"epoch-{epoch:04d}"
+    with staging_dir(target) as staging:  # the same epoch again (a resumed run redoing it) is swapped out whole
+        model.save_weights(str(staging / WEIGHTS_FILE))
         optimizer = model.optimizer
         arrays = {f"v{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)} if optimizer else {}
-        np.savez(tmp / OPTIMIZER_FILE, **arrays)  # type: ignore[arg-type]
-        (tmp / STATE_FILE).write_text(json.dumps({"epoch": epoch, **state}, indent=2, default=float) + "\n")
-        target = folder / f"epoch-{epoch:04d}"
-        if target.exists():  # the same epoch again (a resumed run redoing it): swap it out
-            old = folder / f".tmp-old-{uuid.uuid4().hex[:8]}"
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        np.savez(staging / OPTIMIZER_FILE, **arrays)  # type: ignore[arg-type]
+        (staging / STATE_FILE).write_text(json.dumps({"epoch": epoch, **state}, indent=2, default=float) + "\n")
     saved = sorted(list_checkpoints(folder), key=lambda c: c.epoch)
     for old_checkpoint in saved[:-keep]:
         if old_checkpoint.epoch != best:

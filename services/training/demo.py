@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -24,8 +23,9 @@ from services.training.calibration import fit_score_calibration, peak_logits_and
 from services.training.demo_examples import ExampleCheck, ExampleSpec, check_examples, write_examples
 from services.training.demo_readme import write_readme
 from services.training.detector import DetectorConfig, build_detector
-from services.training.evaluate import APReport, ImageResult, LabelledBox, average_precision, count_matches
-from services.training.export import METADATA_FILE, export_detector, publish, staging_dir
+from services.training.evaluate import APReport, average_precision, count_matches
+from services.training.export import METADATA_FILE, export_detector, export_staging, publish
+from services.training.image_results import ImageResult, LabelledBox
 from services.training.inputs import scene_arrays, synthetic_dataset
 from services.training.synthetic import CLASSES
 from services.training.train import TrainConfig, fit_detector, seed_everything
@@ -130,8 +130,7 @@ def make_demo_model(output: Path, recipe: DemoRecipe | None = None) -> DemoResul
     det = calibrate_scores(model, det, recipe)
     made = replace(recipe, detector=det)  # what was made: the recipe with the fitted calibration
 
-    staging = staging_dir(output)
-    try:
+    with export_staging(output) as staging:  # a failed run publishes nothing and leaves nothing
         export_detector(model, det, staging, model_name=output.name)
         loaded = tf.saved_model.load(str(staging))
         ap, precision, recall = evaluate_export(loaded, recipe)
@@ -156,9 +155,6 @@ def make_demo_model(output: Path, recipe: DemoRecipe | None = None) -> DemoResul
         metadata["demo"] = {"recipe": _recipe_dict(made), "results": result.summary()}
         metadata_path.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
         publish(staging, output, version=1, replace=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)  # a failed run publishes nothing and leaves nothing
-        raise
     write_readme(output / "README.md", recipe=_recipe_dict(made), results=result.summary())
     log.info("demo model: mAP@0.5 %.3f %s", ap.mean, {k: round(v, 3) for k, v in ap.per_class.items()})
     return result
@@ -272,8 +268,3 @@ def inference_speed(
             calls += 1
         speed[batch] = calls * batch / (time.monotonic() - started)
     return speed
-
-
-def quick_recipe(**overrides: Any) -> DemoRecipe:
-    """:data:`QUICK` with training overrides (``epochs``, ``steps_per_epoch``...)."""
-    return replace(QUICK, train=replace(QUICK.train, **overrides)) if overrides else QUICK

@@ -7,14 +7,13 @@ tests POST them and expect detections matching ``ground_truth.json`` (IoU >= 0.5
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from services.files import staging_dir
 from services.training.evaluate import count_matches
 from services.training.synthetic import Scene, generate_scene, generate_scenes
 from services.vision.boxes import Detection
@@ -70,9 +69,7 @@ def ground_truth(scene: Scene) -> dict[str, object]:
 def write_examples(folder: Path, spec: ExampleSpec) -> dict[str, Scene]:
     """Write the examples and ``ground_truth.json`` to ``folder``, replacing it whole (written aside, renamed)."""
     scenes = example_scenes(spec)
-    staging = folder.parent / f".tmp-examples-{uuid.uuid4().hex}"
-    staging.mkdir(parents=True)
-    try:
+    with staging_dir(folder) as staging:
         for name, scene in scenes.items():
             if name.endswith(".png"):
                 scene.image.save(staging / name, format="PNG", optimize=True)
@@ -80,16 +77,6 @@ def write_examples(folder: Path, spec: ExampleSpec) -> dict[str, Scene]:
                 scene.image.save(staging / name, format="JPEG", quality=spec.jpeg_quality)
         truth = {name: ground_truth(scene) for name, scene in scenes.items()}
         (staging / GROUND_TRUTH_FILE).write_text(json.dumps(truth, indent=1) + "\n")
-        if folder.exists():
-            old = folder.parent / f".old-examples-{uuid.uuid4().hex}"
-            folder.rename(old)
-            staging.rename(folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return scenes
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from services.files import atomic_write
 from services.training.augment import AugmentConfig
 
 _TEMPLATE = """# The demo model
@@ -104,6 +105,4 @@ def write_readme(path: Path, *, recipe: dict[str, Any], results: dict[str, Any])
         ),
         speed=", ".join(f"{ips} images/s at batch {b}" for b, ips in results["inference_images_per_second"].items()),
     )
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write(path, text)

@@ -10,13 +10,12 @@ signature in its batcher, which refuses a call without an input tensor and split
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import os
-import shutil
-import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from services.files import fsync_dir, fsync_tree, replace_dir, scratch_dir
 from services.training.detector import DetectorConfig, build_detector
 from services.training.letterbox import boxes_from_canvas, letterbox
 from services.training.postprocess import DEFAULT_SCORE_FLOOR, decode_detections
@@ -211,10 +211,11 @@ def existing_versions(model_dir: Path) -> list[int]:
 
 
 def publish(staging: Path, model_dir: Path, *, version: int | None = None, replace: bool = False) -> int:
-    """Move a finished export from ``staging`` to ``model_dir/<version>/`` with one atomic rename.
+    """Move a finished export from ``staging`` to ``model_dir/<version>/`` with one atomic rename, its files flushed
+    to disk first (:mod:`services.files`).
 
     Args:
-        staging: The export folder, on the same file system (best: ``model_dir/.tmp-<uuid>``).
+        staging: The export folder, on the same file system (best: from :func:`export_staging`).
         model_dir: ``models/<name>``.
         version: The version to publish as; default the next one (``n + 1``).
         replace: Allow replacing an existing ``version`` (its folder is swapped out, then deleted).
@@ -228,17 +229,12 @@ def publish(staging: Path, model_dir: Path, *, version: int | None = None, repla
     model_dir.mkdir(parents=True, exist_ok=True)
     if version is not None:
         target = model_dir / str(version)
-        if target.exists():
-            if not replace:
-                raise FileExistsError(f"version {version} already exists in {model_dir}")
-            old = model_dir / f".old-{uuid.uuid4().hex}"
-            target.rename(old)
-            staging.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(target)
+        if target.exists() and not replace:
+            raise FileExistsError(f"version {version} already exists in {model_dir}")
+        replace_dir(staging, target)
         log.info("published %s as version %d", staging, version)
         return version
+    fsync_tree(staging)  # the files are on disk before any server can see the version
     while True:
         reserved = [int(p.name.split("-", 1)[1]) for p in model_dir.glob(".reserve-*") if p.name[9:].isdigit()]
         candidate = max([0, *existing_versions(model_dir), *reserved]) + 1
@@ -255,16 +251,20 @@ def publish(staging: Path, model_dir: Path, *, version: int | None = None, repla
                 if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
                     continue  # someone published this number without reserving it: take the next
                 raise
+            fsync_dir(model_dir)
             log.info("published %s as version %d", staging, candidate)
             return candidate
         finally:
             reservation.unlink(missing_ok=True)
 
 
-def staging_dir(model_dir: Path) -> Path:
-    """A fresh temporary export folder beside the versions (ignored by TFS and the embedded server)."""
-    model_dir.mkdir(parents=True, exist_ok=True)
-    return model_dir / f".tmp-{uuid.uuid4().hex}"
+@contextlib.contextmanager
+def export_staging(model_dir: Path) -> Iterator[Path]:
+    """Where to export a version before :func:`publish`: a path (not yet made) inside a hidden scratch folder beside
+    ``model_dir``'s versions, which TFS and the embedded server skip. What is not published is removed when the
+    block ends, on error too (:func:`services.files.scratch_dir`)."""
+    with scratch_dir(model_dir) as scratch:
+        yield scratch / "export"
 
 
 def export_and_publish(
@@ -283,11 +283,7 @@ def export_and_publish(
     Returns:
         The version number and its folder.
     """
-    staging = staging_dir(model_dir)
-    try:
+    with export_staging(model_dir) as staging:
         export_detector(model, config, staging, model_name=model_dir.name, metadata=metadata, score_floor=score_floor)
         number = publish(staging, model_dir, version=version, replace=replace)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return number, model_dir / str(number)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from services.files import staging_dir
 from services.training.classifier import (
     ClassifierConfig,
     ClassifierModule,
@@ -136,21 +135,9 @@ class ModelSpec:
 
 def save_final(folder: Path, spec: ModelSpec, model: keras.Model) -> Path:
     """Write ``folder`` (a run's ``final/``) aside and rename it into place (replacing an older one)."""
-    tmp = folder.parent / f".tmp-final-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
-        model.save_weights(str(tmp / WEIGHTS_FILE))
-        (tmp / CONFIG_FILE).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
-        if folder.exists():
-            old = folder.parent / f".tmp-old-{uuid.uuid4().hex[:8]}"
-            folder.rename(old)
-            tmp.rename(folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with staging_dir(folder) as staging:
+        model.save_weights(str(staging / WEIGHTS_FILE))
+        (staging / CONFIG_FILE).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
     return folder
 
 

@@ -5,7 +5,6 @@ Each figure is written aside and renamed into place, like every artifact.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,13 +15,15 @@ matplotlib.use("Agg")  # no display: files only (set before pyplot is imported)
 
 import matplotlib.pyplot as plt
 
+from services.files import atomic_path
+
 
 def _save(figure: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    figure.savefig(tmp, dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    tmp.replace(path)
+    try:
+        with atomic_path(path, suffix=".png") as temporary:
+            figure.savefig(temporary, dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(figure)
     return path
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from services.training.detector import DetectorConfig, build_detector
-from services.training.export import METADATA_FILE, export_detector, publish, staging_dir
+from services.training.export import METADATA_FILE, export_detector, export_staging, publish
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +48,7 @@ def reexport_detector(version_dir: Path, images: Sequence[Path] = ()) -> Path:
     model.set_weights([v.numpy() for v in old.weights])
     extra = {k: v for k, v in info.items() if k not in ("kind", "detector", "score_floor")}
     model_dir = version_dir.parent
-    staging = staging_dir(model_dir)
-    try:
+    with export_staging(model_dir) as staging:
         export_detector(
             model, config, staging, model_name=model_dir.name, score_floor=info["score_floor"], metadata=extra
         )
@@ -65,9 +63,6 @@ def reexport_detector(version_dir: Path, images: Sequence[Path] = ()) -> Path:
             raise RuntimeError(f"the re-export answers differently: {changed}")
         log.info("re-export of %s answers identically on %d images and 3 canvases", version_dir, len(encoded))
         publish(staging, model_dir, version=int(version_dir.name), replace=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return version_dir
 
 

@@ -34,7 +34,7 @@ from rich.table import Table
 
 from services.training.datasets.annotations import ObjectAnnotation
 from services.training.datasets.voc import write_voc
-from services.vision.boxes import Box, Detection, iou
+from services.vision.boxes import Detection, iou
 from services.vision.draw import draw_detections
 
 ACCEPTED = "accepted"
@@ -188,7 +188,3 @@ def rounds_table(report: dict[str, Any]) -> Table:
             end_section=True,
         )
     return table
-
-
-def box_of(values: dict[str, float]) -> Box:
-    return Box(values["xmin"], values["ymin"], values["xmax"], values["ymax"])

@@ -10,23 +10,22 @@ A run is what a train job trains into, and what a later train job *naming the sa
     runs/<name>/owner               the id of the job training it now
 
 TensorFlow-free: the gateway reads runs at submit time to refuse a resume that cannot work. Every file is written
-aside and renamed into place.
+aside and renamed into place (:mod:`services.files`).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from services.errors import InvalidParameter
+from services.files import atomic_write, atomic_write_json
+from services.jobs.params import NAME_PATTERN
 
 RUN_FILE = "run.json"
 OWNER_FILE = "owner"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 # Settings that must match for a train job to resume a run (the rest, e.g. epochs or learning rate, may change).
 RESUME_KEYS = ("kind", "dataset", "dataset_version", "backbone", "alpha", "input_size", "classes")
@@ -43,14 +42,6 @@ def check_run_name(name: str) -> str:
             f"name {name!r} is not allowed: use 1-64 letters, digits, '_', '.', '-', starting with a letter or digit"
         )
     return name
-
-
-def write_json_atomic(path: Path, body: Any) -> None:
-    """Write JSON aside, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(body, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +108,7 @@ class RunStore:
         return RunInfo.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
     def write_info(self, info: RunInfo) -> None:
-        write_json_atomic(self.path(info.name) / RUN_FILE, info.to_dict())
+        atomic_write_json(self.path(info.name) / RUN_FILE, info.to_dict(), sort_keys=True)
 
     def owner(self, name: str) -> str | None:
         """The id of the job that last claimed the run (it may have ended since)."""
@@ -125,11 +116,7 @@ class RunStore:
         return path.read_text(encoding="utf-8").strip() or None if path.is_file() else None
 
     def claim(self, name: str, job_id: str) -> None:
-        path = self.path(name) / OWNER_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{OWNER_FILE}.{os.getpid()}.tmp")
-        tmp.write_text(job_id + "\n", encoding="utf-8")
-        tmp.replace(path)
+        atomic_write(self.path(name) / OWNER_FILE, job_id + "\n")
 
     def names(self) -> list[str]:
         if not self.root.is_dir():

@@ -24,9 +24,9 @@ from services.training.datasets.derive import example_image
 from services.training.datasets.manifest import Manifest
 from services.training.datasets.storage import DatasetStore
 from services.training.datasets.tfrecord import iter_records
-from services.training.evaluate import ImageResult, LabelledBox, classification_report, detection_report
+from services.training.evaluate import classification_report, detection_report
+from services.training.image_results import ImageResult, LabelledBox
 from services.training.letterbox import boxes_from_canvas, letterbox
-from services.training.params import dataset_classes
 from services.vision.boxes import Box
 from services.vision.images import decode_image
 from services.vision.letterbox import letterbox as letterbox_view
@@ -340,7 +340,3 @@ def headline(report: dict[str, Any]) -> float:
     """The one number a report is judged by: mAP@0.5 (all-point) for detectors, top-1 accuracy for classifiers."""
     value = report.get("map50") if report.get("kind") == "detector" else report.get("accuracy")
     return float(value) if value is not None else 0.0
-
-
-def classes_of(manifest: Manifest) -> tuple[str, ...]:
-    return dataset_classes(manifest)

@@ -18,8 +18,6 @@ must be unique; errors name the source and the item.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from types import MappingProxyType
 from google.protobuf import text_format
 
 from services.errors import InvalidInput
+from services.files import atomic_write
 from services.gen.odapi import string_int_label_map_pb2
 
 BACKGROUND = "background"
@@ -176,14 +175,4 @@ def load_label_map(path: Path, *, use_display_name: bool = False) -> LabelMap:
 
 def write_label_map(path: Path, label_map: LabelMap) -> None:
     """Write ``label_map`` to ``path`` atomically: a temporary file in the same folder, then renamed into place."""
-    path = Path(path)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(format_label_map(label_map))
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(Path(path), format_label_map(label_map))

@@ -15,7 +15,7 @@ and ``result.json`` (``status``, the result or the ``error``, start and end time
 
 On an exception the job ends failed, never silently: ``meta["error"]`` and ``result.json`` get
 ``{"code", "message", "details"?}`` (a :class:`~services.errors.SpotterError`'s own, or ``internal`` with the
-exception's type and text; no absolute path of the server in it, see :mod:`services.worker.public`), and the
+exception's type and text; no absolute path of the server in it, see :mod:`services.jobs.public`), and the
 exception goes on to RQ, which records the traceback. A SpotterError is the input's fault: the job is not retried
 (its ``retries_left`` is set to 0) and the worker logs it in one line, without a traceback. Other exceptions are
 logged with their traceback and retried as the job was enqueued to be; while a job waits for its retry its stage
@@ -24,7 +24,6 @@ logged with their traceback and retried as the job was enqueued to be; while a j
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -38,8 +37,10 @@ from rq import get_current_job
 from rq.job import Job
 
 from services.errors import SpotterError
+from services.files import atomic_write_json
+from services.jobs.public import public
+from services.jobs.records import job_dir
 from services.worker.context import worker_settings
-from services.worker.public import public
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +49,9 @@ LOG_FILE = "log.txt"
 RESULT_FILE = "result.json"
 
 
-def job_dir(data_dir: Path, job_id: str) -> Path:
-    """A job's artifact folder: ``<data_dir>/jobs/<id>/``."""
-    return data_dir / "jobs" / job_id
-
-
 def error_info(exc: BaseException) -> dict[str, Any]:
     """The ``{"code", "message", "details"?}`` of an exception, as the API shows errors: the one place job errors
-    are made, so none carries the server's absolute paths (see :mod:`services.worker.public`)."""
+    are made, so none carries the server's absolute paths (see :mod:`services.jobs.public`)."""
     info = (
         exc.to_dict()
         if isinstance(exc, SpotterError)
@@ -68,14 +64,6 @@ def error_info(exc: BaseException) -> dict[str, Any]:
 def will_retry(job: Job | None, exc: BaseException | None = None) -> bool:
     """Whether RQ runs a job that just failed again (a SpotterError never is: see :func:`job_run`)."""
     return job is not None and not isinstance(exc, SpotterError) and bool(job.retries_left)
-
-
-def write_json(path: Path, body: Any) -> None:
-    """Write JSON aside, then rename it into place: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(body, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
 
 
 def _now() -> str:
@@ -124,9 +112,7 @@ class JobRun:
 
     def write_json(self, name: str, body: Any) -> Path:
         """Write an artifact (``metrics.json``, ``problems.json``...) into the job's folder; its path."""
-        path = self.artifacts / name
-        write_json(path, body)
-        return path
+        return atomic_write_json(self.artifacts / name, body)
 
 
 @contextmanager
@@ -164,7 +150,7 @@ def job_run(job_type: str, data_dir: Path | None = None) -> Iterator[JobRun]:
             logger.error("job %s (%s) failed%s: %s", run.id, job_type, note, error["message"], exc_info=True)
         status = "retrying" if retrying else "failed"
         run.update(stage=status, message=error["message"], error=error, force=True)
-        write_json(
+        atomic_write_json(
             artifacts / RESULT_FILE,
             {
                 "job_id": run.id,
@@ -193,5 +179,6 @@ def finish(run: JobRun, result: dict[str, Any]) -> dict[str, Any]:
     """
     body = {**result, "artifacts": {"dir": str(run.artifacts), "log": str(run.artifacts / LOG_FILE)}}
     shown = {"job_id": run.id, "type": run.job_type, "status": "finished", "ended": _now(), "result": body}
-    write_json(run.artifacts / RESULT_FILE, public(shown, (run.artifacts.parent.parent, worker_settings().model_root)))
+    roots = (run.artifacts.parent.parent, worker_settings().model_root)
+    atomic_write_json(run.artifacts / RESULT_FILE, public(shown, roots))
     return body

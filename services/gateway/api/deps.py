@@ -8,15 +8,12 @@ thread pool, a thread hop per dependency per request, which under load made even
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from redis.asyncio import Redis
 
-from services.errors import PermissionDenied, Unauthenticated
-from services.gateway.catalog import ModelCatalog
+from services.gateway.calls import check_api_key
 from services.gateway.config import GatewaySettings
 from services.gateway.dataplane import Dataplane
 
@@ -31,49 +28,13 @@ async def get_dataplane(request: Request) -> Dataplane:
     return dataplane
 
 
-async def get_catalog(request: Request) -> ModelCatalog:
-    catalog: ModelCatalog = request.app.state.catalog
-    return catalog
-
-
-async def get_redis(request: Request) -> Redis:
-    redis: Redis = request.app.state.redis
-    return redis
-
-
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 DataplaneDep = Annotated[Dataplane, Depends(get_dataplane)]
-CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
-RedisDep = Annotated[Redis, Depends(get_redis)]
 
 # Declared as security schemes so that /docs shows them (and its "Authorize" button); auto_error=False because
 # the check below decides, with our error bodies.
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key (SPOTTER_API_KEYS)")
 _bearer = HTTPBearer(auto_error=False, description="an API key as a bearer token")
-
-
-def check_api_key(settings: GatewaySettings, presented: str | None, *, what: str = "this endpoint") -> None:
-    """Accept ``presented`` only if it equals a configured key (constant time over every key).
-
-    Raises:
-        PermissionDenied: no key is configured (so none can be right), or the key is not one of them.
-        Unauthenticated: no key was presented.
-    """
-    if not settings.api_keys:
-        raise PermissionDenied(
-            f"{what} needs an API key, and the gateway has none configured: set SPOTTER_API_KEYS on the gateway"
-        )
-    if not presented:
-        raise Unauthenticated(
-            f"{what} needs an API key: send it as 'X-API-Key: <key>' or 'Authorization: Bearer <key>'"
-        )
-    given = presented.encode()
-    matched = False
-    for key in settings.api_keys:
-        # Compare against every key, whatever matched before, so the time taken says nothing about the keys.
-        matched |= hmac.compare_digest(given, key.get_secret_value().encode())
-    if not matched:
-        raise PermissionDenied("the API key is not valid")
 
 
 async def require_api_key(

@@ -9,8 +9,6 @@ TensorFlow here: the gateway lists and shows datasets through this module.
 from __future__ import annotations
 
 import logging
-import os
-import re
 import shutil
 import time
 import uuid
@@ -19,11 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from services.errors import DatasetNotFound, InvalidParameter
+from services.files import fresh_dir, fsync_dir, fsync_tree
+from services.jobs.params import NAME_PATTERN
 from services.training.datasets.manifest import MANIFEST, Manifest, read_manifest
 
 logger = logging.getLogger(__name__)
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 STAGING_PREFIX = ".tmp-"
 
 
@@ -109,24 +108,9 @@ class DatasetStore:
             token: put in the folder's name (``.tmp-<token>-<random>``): the job id, so that the worker can remove
                 what a killed job left (see :meth:`remove_staging`).
         """
-        check_name(name)
-        created = [p for p in (self.data_dir, self.root, self.root / name) if not p.exists()]
         prefix = f"{STAGING_PREFIX}{token}-" if token else STAGING_PREFIX
-        folder = self.root / name / f"{prefix}{uuid.uuid4().hex[:12]}"
-        folder.mkdir(parents=True)
-        try:
+        with fresh_dir(self.root / check_name(name) / f"{prefix}{uuid.uuid4().hex[:12]}", keep=False) as folder:
             yield folder
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            for parent in reversed(created):
-                try:
-                    parent.rmdir()  # only if still empty: a concurrent import may be using it
-                except OSError:
-                    break
-            raise
-        finally:
-            if folder.exists() and folder.name.startswith(STAGING_PREFIX):
-                shutil.rmtree(folder, ignore_errors=True)
 
     def next_version(self, name: str) -> int:
         versions = self.versions(name)
@@ -142,7 +126,7 @@ class DatasetStore:
         for _ in range(1000):
             version = self.next_version(name)
             finalize(staged, version)
-            _fsync_tree(staged)
+            fsync_tree(staged)
             target = self.root / name / str(version)
             try:
                 staged.rename(target)
@@ -150,47 +134,30 @@ class DatasetStore:
                 if target.exists():
                     continue
                 raise
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
             logger.info("published dataset %s version %d", name, version)
             return version, target
         raise RuntimeError(f"could not find a free version number for dataset {name!r}")  # pragma: no cover
 
+    def staged(self) -> list[tuple[Path, str]]:
+        """The staging folders there are now (an import running, or one that died), each with the token it was
+        named with (``""`` for none): what the worker's sweep of leftovers looks at."""
+        if not self.root.is_dir():
+            return []
+        found = (p for p in self.root.glob(f"*/{STAGING_PREFIX}*") if p.is_dir())
+        return [(p, p.name[len(STAGING_PREFIX) :].rpartition("-")[0]) for p in found]
+
     def remove_staging(self, token: str) -> int:
         """Remove the staging folders of one job (by its token), e.g. after its process was killed."""
-        if not token or not self.root.is_dir():
-            return 0
-        found = [p for p in self.root.glob(f"*/{STAGING_PREFIX}{token}-*") if p.is_dir()]
-        for staged in found:
-            shutil.rmtree(staged, ignore_errors=True)
+        found = [folder for folder, named in self.staged() if token and named == token]
+        for folder in found:
+            shutil.rmtree(folder, ignore_errors=True)
         return len(found)
 
     def remove_stale_staging(self, older_than_s: float = 6 * 3600) -> int:
         """Remove staging folders left by imports that died (a killed worker) more than ``older_than_s`` ago."""
-        if not self.root.is_dir():
-            return 0
-        removed = 0
         cutoff = time.time() - older_than_s
-        for staged in self.root.glob(f"*/{STAGING_PREFIX}*"):
-            if staged.is_dir() and staged.stat().st_mtime < cutoff:
-                shutil.rmtree(staged, ignore_errors=True)
-                removed += 1
-        return removed
-
-
-def _fsync_tree(folder: Path) -> None:
-    for dirpath, _, filenames in os.walk(folder):
-        for filename in filenames:
-            fd = os.open(Path(dirpath) / filename, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        found = [folder for folder, _ in self.staged() if folder.stat().st_mtime < cutoff]
+        for folder in found:
+            shutil.rmtree(folder, ignore_errors=True)
+        return len(found)

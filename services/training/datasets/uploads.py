@@ -8,16 +8,17 @@ No TensorFlow (the gateway uses this).
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 from services.errors import InvalidInput, InvalidParameter
+from services.files import fresh_dir
+from services.settings import ArchiveLimits
 from services.training.datasets.annotations import SourceFormat
-from services.training.datasets.archive import ArchiveLimits, check_archive
-from services.training.datasets.importer import ImportRequest
+from services.training.datasets.archive import check_archive
+from services.training.datasets.request import ImportRequest
 from services.training.datasets.split import split_ratios
 from services.training.datasets.storage import check_name
 from services.vision.labelmap import parse_label_map
@@ -37,20 +38,8 @@ def new_upload_id() -> str:
 def upload_folder(data_dir: Path, upload_id: str) -> Iterator[Path]:
     """Create ``uploads/<id>/``; if the block fails, remove it and the folders it created (the data folder is left
     as it was). On success the folder stays for the import job."""
-    root = data_dir / UPLOADS
-    created = [p for p in (data_dir, root) if not p.exists()]
-    folder = root / upload_id
-    folder.mkdir(parents=True)
-    try:
+    with fresh_dir(data_dir / UPLOADS / upload_id) as folder:
         yield folder
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        for parent in reversed(created):
-            try:
-                parent.rmdir()
-            except OSError:
-                break
-        raise
 
 
 def _float(fields: Mapping[str, str], key: str, default: float) -> float:

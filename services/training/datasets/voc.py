@@ -19,6 +19,7 @@ from pathlib import Path
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
+from services.files import atomic_write
 from services.training.datasets.annotations import ImageAnnotation, ObjectAnnotation, parse_number
 from services.training.datasets.paths import IMAGE_SUFFIXES, AmbiguousImage, find_image
 from services.training.datasets.problems import ProblemReport
@@ -200,7 +201,4 @@ def write_voc(
     path: str = "",
 ) -> None:
     """Write :func:`voc_xml` to ``xml_path`` (aside, then renamed, so a reader never sees half a file)."""
-    data = voc_xml(filename, width, height, objects, folder=folder, path=path)
-    tmp = xml_path.with_name(f".{xml_path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(xml_path)
+    atomic_write(xml_path, voc_xml(filename, width, height, objects, folder=folder, path=path))

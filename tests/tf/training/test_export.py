@@ -21,8 +21,8 @@ from services.training.export import (
     existing_versions,
     export_and_publish,
     export_detector,
+    export_staging,
     publish,
-    staging_dir,
 )
 from services.training.letterbox import boxes_from_canvas, letterbox
 
@@ -176,7 +176,8 @@ def test_metadata_carries_the_config(exported: Path, config: DetectorConfig) -> 
     assert DetectorConfig.from_dict(info["detector"]) == config
 
 
-def _fake_export(folder: Path, tag: str) -> Path:
+def _fake_export(model_dir: Path, tag: str) -> Path:
+    folder = model_dir / f".tmp-{tag}"
     folder.mkdir(parents=True)
     (folder / "saved_model.pb").write_text(tag)
     return folder
@@ -184,26 +185,41 @@ def _fake_export(folder: Path, tag: str) -> Path:
 
 def test_publish_numbers_versions_n_plus_one(tmp_path: Path) -> None:
     model_dir = tmp_path / "m"
-    assert publish(_fake_export(staging_dir(model_dir), "a"), model_dir) == 1
+    assert publish(_fake_export(model_dir, "a"), model_dir) == 1
     (model_dir / "7").mkdir()
     (model_dir / "7" / "saved_model.pb").write_text("x")
-    assert publish(_fake_export(staging_dir(model_dir), "b"), model_dir) == 8
+    assert publish(_fake_export(model_dir, "b"), model_dir) == 8
     assert existing_versions(model_dir) == [1, 7, 8]
     assert not [p for p in model_dir.iterdir() if p.name.startswith(".")]
 
 
 def test_publish_refuses_to_overwrite_unless_asked(tmp_path: Path) -> None:
     model_dir = tmp_path / "m"
-    publish(_fake_export(staging_dir(model_dir), "a"), model_dir, version=1)
+    publish(_fake_export(model_dir, "a"), model_dir, version=1)
     with pytest.raises(FileExistsError):
-        publish(_fake_export(staging_dir(model_dir), "b"), model_dir, version=1)
-    publish(_fake_export(staging_dir(model_dir), "c"), model_dir, version=1, replace=True)
+        publish(_fake_export(model_dir, "b"), model_dir, version=1)
+    publish(_fake_export(model_dir, "c"), model_dir, version=1, replace=True)
     assert (model_dir / "1" / "saved_model.pb").read_text() == "c"
+    # the replaced folder and the staged one are gone; the refused one is its caller's to remove
+    assert sorted(p.name for p in model_dir.iterdir()) == [".tmp-b", "1"]
+
+
+def test_export_staging_leaves_only_what_was_published(tmp_path: Path) -> None:
+    model_dir = tmp_path / "m"
+    with export_staging(model_dir) as staging:
+        assert not staging.exists() and staging.parent.parent == model_dir  # export_detector makes it
+        assert staging.parent.name.startswith(".")  # hidden: no server takes it for a version
+        _fake_export(staging.parent, "a").rename(staging)
+        assert publish(staging, model_dir) == 1
+    with pytest.raises(RuntimeError), export_staging(model_dir) as staging:
+        _fake_export(staging.parent, "b").rename(staging)
+        raise RuntimeError("the gate refused it")
+    assert [p.name for p in model_dir.iterdir()] == ["1"]
 
 
 def test_racing_publishers_never_overwrite_each_other(tmp_path: Path) -> None:
     model_dir = tmp_path / "m"
-    stagings = [_fake_export(staging_dir(model_dir), str(i)) for i in range(12)]
+    stagings = [_fake_export(model_dir, str(i)) for i in range(12)]
     versions: list[int] = []
     barrier = threading.Barrier(len(stagings))
 
