@@ -131,3 +131,14 @@ class UpstreamError(SpotterError):
     """The model server failed in a way that is not the client's fault (its INTERNAL, UNKNOWN...)."""
 
     code = "upstream_error"
+
+
+def error_class(code: str) -> type[SpotterError] | None:
+    """The class of an error ``code`` (what the transports send), ``None`` for a code this version does not know."""
+    found: dict[str, type[SpotterError]] = {}
+    pending: list[type[SpotterError]] = [SpotterError]
+    while pending:
+        cls = pending.pop()
+        found.setdefault(cls.code, cls)
+        pending.extend(cls.__subclasses__())
+    return found.get(code)

@@ -1,6 +1,6 @@
 """``spotter run``: the whole of Spotter on one machine, as child processes.
 
-Starts ``spotter modelserver``, then ``spotter gateway`` (and ``spotter worker`` when that command exists), with
+Starts ``spotter modelserver``, then ``spotter gateway`` and ``spotter worker``, with
 ports and environment that agree; waits until each answers; prints where they listen; lets their logs through to
 this terminal; and on Ctrl-C or SIGTERM stops them all. When one of them dies the others are stopped too, and
 ``spotter run`` exits with the dead one's exit code.
@@ -60,12 +60,6 @@ class ChildDied(Exception):
 
 def _command(*args: str) -> list[str]:
     return [sys.executable, "-c", "from services.cli import main; main()", *args]
-
-
-def _has_command(name: str) -> bool:
-    from services.cli import app
-
-    return any((c.name or (c.callback.__name__ if c.callback else "")) == name for c in app.registered_commands)
 
 
 def _port_open(port: int) -> bool:
@@ -194,10 +188,10 @@ def run() -> None:
                 "SPOTTER_TFS_GRPC": f"127.0.0.1:{s.modelserver_grpc_port}",
             },
         )
-        worker = supervisor.start("worker", ["worker"], common) if _has_command("worker") else None
+        supervisor.start("worker", ["worker"], common)
         base = f"http://127.0.0.1:{s.http_port}"
         supervisor.wait_until(gateway, "answer", lambda: _http_answers(f"{base}/healthz", ok_only=True))
-        _print_where(console, s, base, worker is not None)
+        _print_where(console, s, base)
         try:
             supervisor.wait_until(gateway, "become ready", lambda: _http_answers(f"{base}/readyz", ok_only=True))
             if not supervisor.stopping.is_set():
@@ -216,7 +210,7 @@ def run() -> None:
     raise typer.Exit(code)
 
 
-def _print_where(console: Console, s: RunSettings, base: str, worker: bool) -> None:
+def _print_where(console: Console, s: RunSettings, base: str) -> None:
     console.print("[bold]Spotter is running[/bold]")
     console.print(f"  gateway REST   {base}   (API docs: {base}/docs, metrics: {base}/metrics)")
     if importlib.util.find_spec("services.gateway.rpc") is not None:
@@ -224,8 +218,7 @@ def _print_where(console: Console, s: RunSettings, base: str, worker: bool) -> N
     console.print(
         f"  model server   gRPC 127.0.0.1:{s.modelserver_grpc_port}, REST http://127.0.0.1:{s.modelserver_rest_port}"
     )
-    if worker:
-        console.print(f"  worker         jobs from {s.redis_url}")
+    console.print(f"  worker         jobs from {s.redis_url}")
     console.print(f"  models         {s.model_root.resolve()}")
     console.print(f"  try: spotter detect IMAGE --url {base}")
 

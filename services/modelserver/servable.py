@@ -221,23 +221,21 @@ def _check_output_filter(signature: Signature, output_filter: Sequence[str]) -> 
     return seen
 
 
-def load_servable(
+def restore_servable(
     name: str,
     version: int,
     path: Path,
     *,
-    warmup_iterations: int = 1,
     strict_tfs_loading: bool = True,
     batching: tuple[BatchingParameters, threading.Semaphore] | None = None,
 ) -> Servable:
-    """Load one version (TF2 or TF1 SavedModel) and replay its warmup requests; raises ServingError on failure.
+    """Restore one version (TF2 or TF1 SavedModel), not yet warmed up (that is
+    :func:`services.modelserver.warmup.load_servable`); raises ServingError on failure.
 
     ``strict_tfs_loading`` (the default) fails a version TFS could load but not run (see :func:`bundle.load_bundle`);
     ``False`` serves it through the object-graph fallback. With ``batching`` (parameters and the shared run slots), runs
     are batched across requests (warmup included, as in TFS).
     """
-    from services.modelserver.warmup import run_warmup
-
     start = time.perf_counter()
     try:
         meta_graph = read_signature_defs(path)
@@ -267,5 +265,4 @@ def load_servable(
         elapsed_us / 1000,
         ", ".join(sorted(servable.signatures)),
     )
-    run_warmup(servable, iterations=warmup_iterations)
     return servable

@@ -3,31 +3,52 @@
 ``<version>/assets.extra/tf_serving_warmup_requests`` is a TFRecord file of ``PredictionLog`` records. Each log's
 request (predict, classify, regress or multi_inference) is run ``num_request_iterations`` times (TFS's default:
 once) against the new version, so its first real request doesn't pay for graph optimisation. A missing file is
-fine; a failing record fails the load, as in TFS.
+fine; a failing record fails the load, as in TFS. So loading a version (:func:`load_servable`) is restoring it, then
+warming it up.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import grpc
 import tensorflow as tf
 from google.protobuf import message
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
+from services.modelserver import inference
+from services.modelserver.batching import BatchingParameters
 from services.modelserver.metrics import METRICS
+from services.modelserver.servable import Servable, restore_servable
 from services.modelserver.status import ServingError, code_from_number, invalid_argument
-
-if TYPE_CHECKING:
-    from services.modelserver.servable import Servable
 
 log = logging.getLogger(__name__)
 
 WARMUP_FILE = ("assets.extra", "tf_serving_warmup_requests")
 MAX_RECORDS = 1000  # TFS's WarmupConsts::kMaxNumRecords
+
+
+def load_servable(
+    name: str,
+    version: int,
+    path: Path,
+    *,
+    warmup_iterations: int = 1,
+    strict_tfs_loading: bool = True,
+    batching: tuple[BatchingParameters, threading.Semaphore] | None = None,
+) -> Servable:
+    """Load one version (TF2 or TF1 SavedModel) and replay its warmup requests; raises ServingError on failure.
+
+    See :func:`services.modelserver.servable.restore_servable` for ``strict_tfs_loading`` and ``batching`` (warmup
+    runs are batched too, as in TFS).
+    """
+    servable = restore_servable(name, version, path, strict_tfs_loading=strict_tfs_loading, batching=batching)
+    run_warmup(servable, iterations=warmup_iterations)
+    return servable
 
 
 def run_warmup(servable: Servable, *, iterations: int = 1) -> int:
@@ -79,8 +100,6 @@ def _replay(servable: Servable, record: bytes, path: object, iterations: int) ->
         prediction_log.ParseFromString(record)
     except message.DecodeError as exc:
         raise invalid_argument(f"Failed to parse warmup record from {path}") from exc
-    from services.modelserver import inference
-
     kind = prediction_log.WhichOneof("log_type")
     runs: dict[str | None, Callable[[], object]] = {
         "predict_log": lambda: servable.predict(prediction_log.predict_log.request, predict_pb2.PredictResponse()),

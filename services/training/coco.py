@@ -12,12 +12,11 @@ import contextlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from services.training.evaluate import ImageResult
+from services.training.image_results import ImageResult
 
 
 def to_coco(results: Sequence[ImageResult], classes: Sequence[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -28,33 +28,13 @@ from typing import Literal
 import numpy as np
 
 from services.training.coco import coco_numbers
+from services.training.image_results import ImageResult
 from services.vision.boxes import Box, Detection, iou_matrix
 
 Interpolation = Literal["all_point", "coco101"]
 INTERPOLATIONS: tuple[Interpolation, ...] = ("all_point", "coco101")
 COCO_RECALL_POINTS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
 """pycocotools' recall thresholds, computed with its own expression (so the floats are the same)."""
-
-
-@dataclass(frozen=True, slots=True)
-class LabelledBox:
-    """A ground-truth object or a detection: label-map id (from 1), box in pixels, score (1 for ground truth), and
-    Pascal VOC's ``difficult`` flag (ground truth only)."""
-
-    class_id: int
-    box: Box
-    score: float = 1.0
-    difficult: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ImageResult:
-    """One evaluated image: its size, its ground truth and what the model found."""
-
-    width: int
-    height: int
-    truth: Sequence[LabelledBox]
-    detections: Sequence[LabelledBox]
 
 
 @dataclass(slots=True)

@@ -1,50 +1,43 @@
-"""Job functions the worker runs. Each is referenced by its dotted path when enqueued (``IMPORT_JOB``), takes one
-JSON-able ``body`` and returns a JSON-able result, runs inside :func:`~services.worker.progress.job_run`, and calls
-``services.training`` for the work. TensorFlow is only imported by the code the job calls, in the work-horse.
+"""Job functions the worker runs. Each is referenced by its dotted path when enqueued (:mod:`services.jobs.types`),
+takes one JSON-able ``body`` and returns a JSON-able result, runs inside :func:`~services.worker.progress.job_run`,
+and calls ``services.training`` for the work. TensorFlow is only imported by the code the job calls, in the work-horse.
 
-:data:`JOB_TYPES` registers the job types of the jobs API (``POST /v1/jobs``): its parameters model, its function,
-its queue, and how a submission becomes a chain of jobs. Adding a type (active learning) is one entry here, one
-parameters model in :mod:`services.training.params`, and its function below.
+:data:`services.jobs.types.JOB_TYPES` names the job types of the jobs API (``POST /v1/jobs``): each one's parameters
+model, queue and entry point here (by dotted path). What a job does is its type's function in :data:`JOB_FUNCTIONS`
+(parameters and a :class:`JobContext` in, a typed result out); :func:`execute` runs it, for the worker's entry points
+and for ``spotter ... --local`` alike. Adding a type is a parameters model in :mod:`services.jobs.params`, an entry
+there, its disk check in :mod:`services.training.checks`, and its function and entry point below.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from services.errors import Conflict, SpotterError
-from services.training.datasets.importer import ImportRequest, Progress, import_dataset
+from services.jobs.params import ActiveLearningParams, EvaluateParams, ExportParams, TrainParams
+from services.jobs.types import JOB_TYPES
+from services.training.datasets.importer import Progress, import_dataset
 from services.training.datasets.report import problems_table, render_text, summary_table
+from services.training.datasets.request import ImportRequest
 from services.training.datasets.storage import DatasetStore
-from services.training.params import (
-    ActiveLearningParams,
-    EvaluateParams,
-    ExportParams,
-    TrainParams,
-    check_active_learning,
-    check_evaluate,
-    check_export,
-    check_train,
-)
+from services.training.results import EvaluationReport, ExportResult, JobResult, TrainResult
 from services.training.runs import RunStore
+from services.worker.config import WorkerSettings
 from services.worker.context import worker_settings
 from services.worker.progress import JobRun, finish, job_run
-from services.worker.queues import TRAIN_QUEUE
+
+if TYPE_CHECKING:
+    from rq.job import Job
+
+    from services.training.pipeline import Reporter
 
 logger = logging.getLogger(__name__)
-
-IMPORT_JOB = "services.worker.jobs.import_dataset_job"
-
-
-def import_body(request: ImportRequest) -> dict[str, Any]:
-    """The body of an import job: the request as JSON (paths inside the data folder are best given relative to it,
-    so a gateway and a worker that mount the data folder at different places agree)."""
-    return {"request": request.to_dict()}
 
 
 def _resolve(path: str | None, data_dir: Path) -> str | None:
@@ -93,122 +86,121 @@ def import_dataset_job(body: dict[str, Any]) -> dict[str, Any]:
         return finish(run, result.to_dict())
 
 
-TRAIN_JOB = "services.worker.jobs.train_job"
-EVALUATE_JOB = "services.worker.jobs.evaluate_job"
-EXPORT_JOB = "services.worker.jobs.export_job"
-ACTIVE_LEARNING_JOB = "services.worker.jobs.active_learning_job"
-
-Planner = Callable[[Any, Path, Path], list[BaseModel]]
-"""``(params, data_dir, model_root) -> the chain of checked params`` (raises InvalidParameter; nothing is queued)."""
-
-
 @dataclass(frozen=True, slots=True)
-class JobType:
-    """A job type of the jobs API: its parameters, its function (dotted path), its queue, and its planner."""
+class JobContext:
+    """What a job's function gets besides its parameters: where it reports (the job's
+    :class:`~services.worker.progress.JobRun`, or one that also moves a progress bar), the settings, and the RQ job
+    (``None`` when the job runs in the CLI's process)."""
 
-    name: str
-    params: type[BaseModel]
-    func: str
-    queue: str
-    plan: Planner
-
-
-def _plan_train(params: TrainParams, data_dir: Path, model_root: Path) -> list[BaseModel]:
-    """A train job, then (as asked) an evaluate job and an export job on the same run, each after the one before."""
-    train = check_train(params, data_dir, model_root)
-    assert train.run is not None
-    chain: list[BaseModel] = [train]
-    data = {"dataset": train.dataset, "dataset_version": train.dataset_version}
-    if params.evaluate:
-        chain.append(check_evaluate(EvaluateParams(run=train.run, **data), data_dir, model_root, chained=True))
-    if params.export is not None:
-        export = ExportParams(run=train.run, **params.export.model_dump(), **data)
-        chain.append(check_export(export, data_dir, chained=True))
-    return chain
+    reporter: Reporter
+    settings: WorkerSettings
+    job: Job | None = None
 
 
-JOB_TYPES: dict[str, JobType] = {
-    "train": JobType("train", TrainParams, TRAIN_JOB, TRAIN_QUEUE, _plan_train),
-    "evaluate": JobType(
-        "evaluate",
-        EvaluateParams,
-        EVALUATE_JOB,
-        TRAIN_QUEUE,
-        lambda p, data_dir, model_root: [check_evaluate(p, data_dir, model_root)],
-    ),
-    "export": JobType(
-        "export", ExportParams, EXPORT_JOB, TRAIN_QUEUE, lambda p, data_dir, model_root: [check_export(p, data_dir)]
-    ),
-    "active-learning": JobType(
-        "active-learning",
-        ActiveLearningParams,
-        ACTIVE_LEARNING_JOB,
-        TRAIN_QUEUE,
-        lambda p, data_dir, model_root: [check_active_learning(p, data_dir, model_root)],
-    ),
-}
+JobFunction = Callable[[Any, JobContext], JobResult | dict[str, Any]]
+"""``(checked params, context) -> the job's result``."""
 
 
-def _claim_run(name: str, run: JobRun) -> None:
+def _claim_run(name: str, context: JobContext) -> None:
     """Refuse to train a run another live job is training; otherwise mark it as this job's."""
-    from services.worker.control import live_owner
+    from services.jobs.chains import live_owner
 
-    store = RunStore(worker_settings().data_dir)
-    if run.job is not None:
-        owner = live_owner(run.job.connection, store, name, exclude=run.id)
+    store = RunStore(context.settings.data_dir)
+    if context.job is not None:
+        owner = live_owner(context.job.connection, store.owner(name), exclude=context.reporter.id)
         if owner is not None:
             raise Conflict(f"run {name!r} is being trained by job {owner}")
-    store.claim(name, run.id)
+    store.claim(name, context.reporter.id)
+
+
+def train(params: TrainParams, context: JobContext) -> TrainResult:
+    """Train (or resume) a run; artifacts: ``log.txt``, ``metrics.json``, ``training_curve.png``, ``result.json``."""
+    assert params.run is not None
+    _claim_run(params.run, context)
+    from services.training import pipeline
+
+    return pipeline.train(params, context.reporter, context.settings.data_dir, context.settings.model_root)
+
+
+def evaluate(params: EvaluateParams, context: JobContext) -> EvaluationReport:
+    """Evaluate a run or a published version; artifacts: ``evaluation.json``, ``pr_curve.png`` or
+    ``confusion_matrix.png``."""
+    from services.training import pipeline
+
+    return pipeline.evaluate(params, context.reporter, context.settings.data_dir, context.settings.model_root)
+
+
+def export(params: ExportParams, context: JobContext) -> ExportResult:
+    """Export a complete run through the gate and publish it; artifacts: ``gate.json``."""
+    from services.training import pipeline
+
+    return pipeline.export(params, context.reporter, context.settings.data_dir, context.settings.model_root)
+
+
+def active_learning(params: ActiveLearningParams, context: JobContext) -> dict[str, Any]:
+    """Grow a dataset from a pool round by round; artifacts: ``active_learning.json``, ``rounds.png``,
+    ``problems.json``, ``round-N/`` (review list, contact sheet, VOC folder; training, evaluation and gate files).
+    With ``predict_via: gateway`` it predicts through the settings' gateway, and closes that client at the end.
+    """
+    from services.training import active_learning as al
+
+    settings = context.settings
+    if params.predict_via != "gateway":
+        return al.run(params, context.reporter, settings.data_dir, settings.model_root)
+    from services.training.pool_predict import gateway_predictor
+
+    predictor = gateway_predictor(settings.gateway_url, settings.gateway_api_key, params)
+    try:
+        return al.run(params, context.reporter, settings.data_dir, settings.model_root, predict=predictor)
+    finally:
+        predictor.close()
+
+
+JOB_FUNCTIONS: Mapping[str, JobFunction] = {
+    "train": train,
+    "evaluate": evaluate,
+    "export": export,
+    "active-learning": active_learning,
+}
+"""The function that does the work of each job type of :data:`services.jobs.types.JOB_TYPES`."""
+
+
+def execute(
+    job_type: str,
+    params: BaseModel | dict[str, Any],
+    settings: WorkerSettings,
+    *,
+    reporter: Callable[[JobRun], Reporter] = lambda run: run,
+) -> dict[str, Any]:
+    """Run a job of the jobs API in this process, the one way there is (the worker's entry points below and
+    ``spotter ... --local``, :mod:`services.worker.local`, both come here): inside
+    :func:`~services.worker.progress.job_run`, its parameters parsed by its type's model, its function of
+    :data:`JOB_FUNCTIONS` called with a :class:`JobContext` (``reporter`` wraps the job's run, to show its progress
+    elsewhere too), its typed result turned into the record's JSON and written to ``result.json``
+    (:func:`~services.worker.progress.finish`). The result as JSON."""
+    model = JOB_TYPES[job_type].params
+    assert model is not None
+    with job_run(job_type, settings.data_dir) as run:
+        checked = model.model_validate(params)
+        result = JOB_FUNCTIONS[job_type](checked, JobContext(reporter(run), settings, run.job))
+        return finish(run, result.to_json() if isinstance(result, JobResult) else result)
 
 
 def train_job(body: dict[str, Any]) -> dict[str, Any]:
-    """Train (or resume) a run; artifacts: ``log.txt``, ``metrics.json``, ``training_curve.png``, ``result.json``."""
-    settings = worker_settings()
-    with job_run("train", settings.data_dir) as run:
-        params = TrainParams.model_validate(body["params"])
-        assert params.run is not None
-        _claim_run(params.run, run)
-        from services.training import pipeline
-
-        return finish(run, pipeline.train(params, run, settings.data_dir, settings.model_root))
+    """RQ's entry point of a train job (see :func:`train`)."""
+    return execute("train", body["params"], worker_settings())
 
 
 def evaluate_job(body: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate a run or a published version; artifacts: ``evaluation.json``, ``pr_curve.png`` or
-    ``confusion_matrix.png``."""
-    settings = worker_settings()
-    with job_run("evaluate", settings.data_dir) as run:
-        params = EvaluateParams.model_validate(body["params"])
-        from services.training import pipeline
-
-        return finish(run, pipeline.evaluate(params, run, settings.data_dir, settings.model_root))
+    """RQ's entry point of an evaluate job (see :func:`evaluate`)."""
+    return execute("evaluate", body["params"], worker_settings())
 
 
 def export_job(body: dict[str, Any]) -> dict[str, Any]:
-    """Export a complete run through the gate and publish it; artifacts: ``gate.json``."""
-    settings = worker_settings()
-    with job_run("export", settings.data_dir) as run:
-        params = ExportParams.model_validate(body["params"])
-        from services.training import pipeline
-
-        return finish(run, pipeline.export(params, run, settings.data_dir, settings.model_root))
+    """RQ's entry point of an export job (see :func:`export`)."""
+    return execute("export", body["params"], worker_settings())
 
 
 def active_learning_job(body: dict[str, Any]) -> dict[str, Any]:
-    """Grow a dataset from a pool round by round; artifacts: ``active_learning.json``, ``rounds.png``,
-    ``problems.json``, ``round-N/`` (review list, contact sheet, VOC folder; training, evaluation and gate files)."""
-    settings = worker_settings()
-    with job_run("active-learning", settings.data_dir) as run:
-        params = ActiveLearningParams.model_validate(body["params"])
-        from services.training import active_learning
-
-        if params.predict_via != "gateway":
-            return finish(run, active_learning.run(params, run, settings.data_dir, settings.model_root))
-        from services.training.pool_predict import gateway_predictor
-
-        predictor = gateway_predictor(settings.gateway_url, settings.gateway_api_key, params)
-        try:
-            result = active_learning.run(params, run, settings.data_dir, settings.model_root, predict=predictor)
-        finally:
-            predictor.close()
-        return finish(run, result)
+    """RQ's entry point of an active-learning job (see :func:`active_learning`)."""
+    return execute("active-learning", body["params"], worker_settings())

@@ -30,12 +30,11 @@ from prometheus_client.registry import Collector
 from rq import worker_registration
 from rq.job import JobStatus
 
-from services.worker.queues import ALL_QUEUES, get_queue
+from services.jobs.queues import ALL_QUEUES, get_queue
+from services.jobs.types import ALL_TYPES
 
 logger = logging.getLogger(__name__)
 
-JOB_TYPES = ("import", "train", "evaluate", "export", "active-learning")
-"""Job types whose series exist from the start (at 0), so that ``increase()`` sees their first job."""
 OUTCOMES = ("finished", "failed", "rejected", "stopped", "canceled", "retried")
 """``finished``; ``failed`` (the system's fault: an unexpected error, a killed or timed-out job, not retried any
 more); ``rejected`` (the job's input: a :class:`~services.errors.SpotterError`, never retried); ``stopped`` and
@@ -88,7 +87,7 @@ def record_job(job_type: str, outcome: str, seconds: float) -> None:
 
 def _initialise_series() -> None:
     """Create the known series at 0: a series born with its first job hides that job from ``rate``/``increase``."""
-    for job_type in JOB_TYPES:
+    for job_type in ALL_TYPES:  # every type's series exists from the start, so increase() sees its first job
         for outcome in OUTCOMES:
             JOBS_TOTAL.labels(job_type, outcome)
         for outcome in ("finished", "failed", "rejected"):  # the durations worth a percentile

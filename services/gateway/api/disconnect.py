@@ -18,11 +18,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive
 
+from services.gateway.calls import CLIENT_CLOSED_REQUEST
+
 _T = TypeVar("_T")
 
 logger = logging.getLogger(__name__)
-
-CLIENT_CLOSED_REQUEST = 499  # nginx's status for "the client went away first"; never reaches a client
 
 
 class ClientDisconnected(Exception):

@@ -1,8 +1,8 @@
 """HTTP error answers: every error becomes ``{"error": {"code", "message", "details"?}}`` with its status.
 
-The status of each :class:`~services.errors.SpotterError` class is decided here, once (docs/architecture.md has the
-table); subclasses inherit their parent's status. Anything that is not one of ours is a bug: logged with its
-traceback and answered 500 ``internal``.
+The status of each :class:`~services.errors.SpotterError` class is decided once, in :mod:`services.gateway.calls`
+(docs/architecture.md has the table); subclasses inherit their parent's status. Anything that is not one of ours is a
+bug: logged with its traceback and answered 500 ``internal``.
 """
 
 from __future__ import annotations
@@ -21,24 +21,9 @@ from services import errors
 from services.gateway import metrics
 from services.gateway.admission import record_overload
 from services.gateway.api.disconnect import ClientDisconnected, client_disconnected_handler
+from services.gateway.calls import http_status
 
 logger = logging.getLogger(__name__)
-
-HTTP_STATUS: dict[type[errors.SpotterError], int] = {
-    errors.InvalidInput: 400,
-    errors.Unauthenticated: 401,
-    errors.PermissionDenied: 403,
-    errors.NotFound: 404,
-    errors.NotAcceptable: 406,
-    errors.Conflict: 409,
-    errors.PayloadTooLarge: 413,
-    errors.UnsupportedMediaType: 415,
-    errors.InvalidParameter: 422,
-    errors.UpstreamError: 502,
-    errors.Overloaded: 503,
-    errors.Unavailable: 503,
-    errors.DeadlineExceeded: 504,
-}
 
 # Codes for Starlette's own HTTP exceptions (unknown route, wrong method, malformed multipart...).
 _HTTP_CODES = {
@@ -48,15 +33,6 @@ _HTTP_CODES = {
     408: "request_timeout",
     413: "payload_too_large",
 }
-
-
-def http_status(exc: errors.SpotterError) -> int:
-    """The HTTP status of one of our errors (the nearest class in its MRO that has one; 500 if none)."""
-    for cls in type(exc).__mro__:
-        status = HTTP_STATUS.get(cls)
-        if status is not None:
-            return status
-    return 500
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:

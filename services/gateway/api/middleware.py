@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -21,21 +19,10 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway import metrics
+from services.gateway.calls import REQUEST_ID_HEADER, request_id_from
 from services.logs import request_id_var
 
 logger = logging.getLogger(__name__)
-
-REQUEST_ID_HEADER = "X-Request-ID"
-# A client's id is kept only if it is short and plain (it goes into logs and gRPC metadata).
-_GOOD_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
-
-
-def request_id_from(headers: Headers) -> str:
-    """The client's ``X-Request-ID`` when it is sane, else a new one."""
-    given = headers.get(REQUEST_ID_HEADER)
-    if given and _GOOD_REQUEST_ID.match(given):
-        return given
-    return uuid.uuid4().hex
 
 
 class RequestContextMiddleware:
@@ -53,7 +40,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = request_id_from(Headers(scope=scope))
+        request_id = request_id_from(Headers(scope=scope).get(REQUEST_ID_HEADER))
         token = request_id_var.set(request_id)
         state = scope.setdefault("state", {})
         status = 500  # what it was if the app raised before answering

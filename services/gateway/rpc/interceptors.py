@@ -5,7 +5,7 @@ initial metadata and put in :data:`services.logs.request_id_var`, which the batc
 read), checks the API key where one is needed (the REST side's check), bounds the call by its deadline (the
 remaining time bounds the dataplane's wait: when it runs out the work is cancelled, its batch-queue places freed,
 and the answer is DEADLINE_EXCEEDED), records the request metrics, and maps :mod:`services.errors` to gRPC statuses
-(:mod:`services.gateway.rpc.status`). Anything else is a bug: logged with its traceback, answered INTERNAL.
+(:mod:`services.grpc_errors`). Anything else is a bug: logged with its traceback, answered INTERNAL.
 
 Metrics are the REST API's (``spotter_request_duration_seconds``, ``spotter_inflight_requests``,
 ``spotter_rejected_requests_total``): ``endpoint`` is ``grpc_`` and the method's name in snake case
@@ -30,17 +30,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
-from starlette.datastructures import Headers
 
 from services import errors
 from services.gateway import metrics
 from services.gateway.admission import record_overload
-from services.gateway.api.deps import check_api_key
-from services.gateway.api.disconnect import CLIENT_CLOSED_REQUEST
-from services.gateway.api.errors import http_status
-from services.gateway.api.middleware import REQUEST_ID_HEADER, request_id_from
+from services.gateway.calls import CLIENT_CLOSED_REQUEST, check_api_key, http_status, request_id_from
 from services.gateway.config import GatewaySettings
-from services.gateway.rpc.status import (
+from services.gen.spotter.v1 import detection_pb2
+from services.grpc_errors import (
     API_KEY_KEY,
     AUTHORIZATION_KEY,
     ERROR_CODE_KEY,
@@ -48,7 +45,6 @@ from services.gateway.rpc.status import (
     error_trailers,
     grpc_status,
 )
-from services.gen.spotter.v1 import detection_pb2
 from services.logs import request_id_var
 
 logger = logging.getLogger(__name__)
@@ -119,7 +115,7 @@ def presented_key(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | N
 def request_id_of(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
     """The client's ``x-request-id`` when it is short and plain (the REST rule), else a new one."""
     given = next((v for k, v in metadata or () if k == REQUEST_ID_KEY and isinstance(v, str)), None)
-    return request_id_from(Headers(headers={REQUEST_ID_HEADER: given} if given else {}))
+    return request_id_from(given)
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):

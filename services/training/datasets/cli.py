@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from services.settings import DatasetSettings
 from services.training.datasets.annotations import SourceFormat
-
-if TYPE_CHECKING:
-    from services.worker.config import WorkerSettings
 
 out = Console()
 err = Console(stderr=True)
@@ -29,12 +27,12 @@ def register(app: typer.Typer) -> None:
     app.add_typer(dataset, name="dataset")
 
 
-def _settings() -> WorkerSettings:
-    """The worker's settings (an in-process import does the worker's job), and quiet logging for a terminal."""
+def _settings() -> DatasetSettings:
+    """The dataset settings the worker has too (an in-process import does the worker's job), and quiet logging for
+    a terminal."""
     from services.logs import configure_logging
-    from services.worker.config import WorkerSettings
 
-    settings = WorkerSettings()
+    settings = DatasetSettings()
     configure_logging("WARNING", json=False)
     return settings
 
@@ -56,10 +54,11 @@ def import_command(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from services.errors import SpotterError
-    from services.training.datasets.importer import ImportRequest, import_dataset
     from services.training.datasets.importer import Progress as ImportProgress
+    from services.training.datasets.importer import import_dataset
     from services.training.datasets.problems import ProblemReport
     from services.training.datasets.report import problems_table, summary_table
+    from services.training.datasets.request import ImportRequest
     from services.training.datasets.storage import DatasetStore
 
     settings = _settings()

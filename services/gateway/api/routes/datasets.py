@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import redis
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request, Response
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
@@ -30,8 +29,12 @@ from services.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from services.gateway.api.dataset_schemas import DatasetDetail, DatasetList
 from services.gateway.api.deps import ApiKeyDep, SettingsDep
 from services.gateway.api.schemas import ErrorResponse
+from services.jobs.queues import enqueue
+from services.jobs.schemas import QueuedJob
+from services.jobs.types import IMPORT, import_body
 from services.training.datasets.storage import DatasetStore
 from services.training.datasets.uploads import (
     ARCHIVE_FILE,
@@ -222,12 +225,9 @@ async def _receive_form(request: Request, folder: Path, max_bytes: int) -> _Form
 
 
 def _enqueue(redis_url: str, job_id: str, body: dict[str, Any], timeout: int) -> None:
-    from services.worker.jobs import IMPORT_JOB
-    from services.worker.queues import DATA_QUEUE, enqueue
-
     try:
         with redis.Redis.from_url(redis_url, socket_connect_timeout=5) as connection:
-            enqueue(connection, DATA_QUEUE, IMPORT_JOB, body, job_type="import", job_id=job_id, timeout=timeout)
+            enqueue(connection, IMPORT.queue, IMPORT.func, body, job_type=IMPORT.name, job_id=job_id, timeout=timeout)
     except redis.RedisError as exc:
         raise Unavailable(f"the job queue (Redis) can't be reached: {exc}; the upload was not kept") from exc
 
@@ -235,10 +235,8 @@ def _enqueue(redis_url: str, job_id: str, body: dict[str, Any], timeout: int) ->
 @router.post(
     "/datasets", status_code=202, openapi_extra=_UPLOAD_FORM, responses={**_ERRORS, 202: {"description": "queued"}}
 )
-async def upload_dataset(request: Request, settings: SettingsDep, _: ApiKeyDep) -> JSONResponse:
+async def upload_dataset(request: Request, settings: SettingsDep, _: ApiKeyDep, response: Response) -> QueuedJob:
     """Upload a zip or tar.gz of labelled images; an import job makes it the dataset's next version."""
-    from services.worker.jobs import import_body
-
     upload_id = new_upload_id()
     max_bytes = settings.dataset_max_upload_bytes
     limits = settings.archive_limits()
@@ -251,24 +249,23 @@ async def upload_dataset(request: Request, settings: SettingsDep, _: ApiKeyDep) 
             _enqueue, settings.redis_url, upload_id, import_body(import_request), settings.import_timeout_seconds
         )
     status_url = f"/v1/jobs/{upload_id}"
-    return JSONResponse(
-        {"job_id": upload_id, "status_url": status_url}, status_code=202, headers={"Location": status_url}
-    )
+    response.headers["Location"] = status_url
+    return QueuedJob(job_id=upload_id, status_url=status_url)
 
 
-@router.get("/datasets", responses=_ERRORS)
-async def list_datasets(settings: SettingsDep, _: ApiKeyDep) -> dict[str, Any]:
+@router.get("/datasets", response_model_exclude_unset=True, responses=_ERRORS)
+async def list_datasets(settings: SettingsDep, _: ApiKeyDep) -> DatasetList:
     """Datasets, each with its versions and its latest version's summary."""
 
     def read() -> list[dict[str, Any]]:
         store = DatasetStore(settings.data_dir)
         return [{**store.manifest(n).summary(), "versions": store.versions(n)} for n in store.names()]
 
-    return {"datasets": await run_in_threadpool(read)}
+    return DatasetList.model_validate({"datasets": await run_in_threadpool(read)})
 
 
-@router.get("/datasets/{name}", responses=_ERRORS)
-async def get_dataset(name: str, settings: SettingsDep, _: ApiKeyDep) -> dict[str, Any]:
+@router.get("/datasets/{name}", response_model_exclude_unset=True, responses=_ERRORS)
+async def get_dataset(name: str, settings: SettingsDep, _: ApiKeyDep) -> DatasetDetail:
     """A dataset's versions, each with its summary, per-class table, split and source."""
 
     def read() -> dict[str, Any]:
@@ -287,4 +284,4 @@ async def get_dataset(name: str, settings: SettingsDep, _: ApiKeyDep) -> dict[st
         ]
         return {"name": name, "latest": versions[-1]["version"], "versions": versions}
 
-    return await run_in_threadpool(read)
+    return DatasetDetail.model_validate(await run_in_threadpool(read))

@@ -1,12 +1,13 @@
-"""Job routes: submit a train, evaluate or export job (``POST /v1/jobs``), list and show jobs, cancel one, and fetch
-its artifacts. Every route needs an API key.
+"""Job routes: submit a train, evaluate, export or active-learning job (``POST /v1/jobs``), list and show jobs,
+cancel one, and fetch its artifacts. Every route needs an API key.
 
-A submission is validated twice before anything is queued: its body by pydantic (a union discriminated by ``type``:
-an unknown type, a missing field or a value out of range is a 422 naming the parameter), then against the disk (the
-dataset and its version, the run, the model; :mod:`services.training.params`). A train job can chain an evaluate and
-an export job (``evaluate: true``, ``export: {...}``): the chain is queued whole, each job after the one before (RQ
-``depends_on``), and every record shows it. Redis is used through RQ's synchronous client in a worker thread, one
-connection per call (jobs are rare, the calls are short).
+A submission is validated twice before anything is queued: its body by pydantic (a union discriminated by ``type``,
+:mod:`services.jobs.params`: an unknown type, a missing field or a value out of range is a 422 naming the parameter),
+then against the disk (the dataset and its version, the run, the model; :func:`services.training.checks.plan`, which
+reads files only). A train job can chain an evaluate and an export job (``evaluate: true``, ``export: {...}``): the
+chain is queued whole, each job after the one before (RQ ``depends_on``), and every record shows it. Jobs are
+enqueued by their type's dotted function path (:mod:`services.jobs.types`): nothing here imports the worker. Redis is
+used through RQ's synchronous client in a worker thread, one connection per call (jobs are rare, the calls are short).
 """
 
 from __future__ import annotations
@@ -16,15 +17,20 @@ from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
 import redis
-from fastapi import APIRouter, Body, Query
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi import APIRouter, Body, Query, Response
+from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from services.errors import Unavailable
 from services.gateway.api.deps import ApiKeyDep, SettingsDep
 from services.gateway.api.schemas import ErrorResponse
 from services.gateway.config import GatewaySettings
-from services.training.params import JobParams
+from services.jobs.chains import cancel, submit
+from services.jobs.params import JobParams
+from services.jobs.queues import fetch_job
+from services.jobs.records import artifact_path, list_records, record
+from services.jobs.schemas import CanceledJob, JobList, JobRecord, SubmittedJobs
+from services.training.checks import plan  # reads datasets, runs and models on disk: no TensorFlow
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -91,29 +97,33 @@ async def _with_redis(settings: GatewaySettings, work: Callable[[redis.Redis], _
     return await run_in_threadpool(call)
 
 
-@router.post("/jobs", status_code=202, responses={**_ERRORS, 202: {"description": "queued (with its chain)"}})
+@router.post(
+    "/jobs",
+    status_code=202,
+    response_model_exclude_unset=True,
+    responses={**_ERRORS, 202: {"description": "queued (with its chain)"}},
+)
 async def submit_job(
-    body: Annotated[JobParams, Body(openapi_examples=_EXAMPLES)], settings: SettingsDep, _: ApiKeyDep
-) -> JSONResponse:
-    """Submit a train, evaluate or export job (a train job may chain evaluate and export)."""
-    from services.worker.control import plan, submit
-    from services.worker.records import record
-
+    body: Annotated[JobParams, Body(openapi_examples=_EXAMPLES)],
+    settings: SettingsDep,
+    _: ApiKeyDep,
+    response: Response,
+) -> SubmittedJobs:
+    """Submit a train, evaluate, export or active-learning job (a train job may chain evaluate and export)."""
     planned = await run_in_threadpool(plan, body, settings.data_dir, settings.model_root)
-    jobs = await _with_redis(settings, lambda c: submit(c, planned, data_dir=settings.data_dir))
+    jobs = await _with_redis(settings, lambda c: submit(c, planned))
     first = jobs[0].id
-    return JSONResponse(
+    response.headers["Location"] = f"/v1/jobs/{first}"
+    return SubmittedJobs.model_validate(
         {
             "job_id": first,
             "status_url": f"/v1/jobs/{first}",
             "jobs": [record(j, settings.data_dir, model_root=settings.model_root) for j in jobs],
-        },
-        status_code=202,
-        headers={"Location": f"/v1/jobs/{first}"},
+        }
     )
 
 
-@router.get("/jobs", responses=_ERRORS)
+@router.get("/jobs", response_model_exclude_unset=True, responses=_ERRORS)
 async def list_jobs(
     settings: SettingsDep,
     _: ApiKeyDep,
@@ -122,36 +132,29 @@ async def list_jobs(
     ] = None,
     state: Annotated[str | None, Query(description="queued, deferred, scheduled, started, finished, failed...")] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="at most this many, newest first")] = 50,
-) -> dict[str, Any]:
+) -> JobList:
     """Jobs, newest first."""
-    from services.worker.records import list_records
-
     jobs = await _with_redis(
         settings,
         lambda c: list_records(
             c, settings.data_dir, job_type=type, state=state, limit=limit, model_root=settings.model_root
         ),
     )
-    return {"jobs": jobs}
+    return JobList.model_validate({"jobs": jobs})
 
 
-@router.get("/jobs/{job_id}", responses=_ERRORS)
-async def get_job(job_id: str, settings: SettingsDep, _: ApiKeyDep) -> dict[str, Any]:
+@router.get("/jobs/{job_id}", response_model_exclude_unset=True, responses=_ERRORS)
+async def get_job(job_id: str, settings: SettingsDep, _: ApiKeyDep) -> JobRecord:
     """A job: state, progress, metrics so far, artifacts, error or result."""
-    from services.worker.queues import fetch_job
-    from services.worker.records import record
-
-    return await _with_redis(
+    found = await _with_redis(
         settings, lambda c: record(fetch_job(job_id, c), settings.data_dir, model_root=settings.model_root)
     )
+    return JobRecord.model_validate(found)
 
 
-@router.delete("/jobs/{job_id}", responses=_ERRORS)
-async def cancel_job(job_id: str, settings: SettingsDep, _: ApiKeyDep) -> dict[str, Any]:
+@router.delete("/jobs/{job_id}", response_model_exclude_unset=True, responses=_ERRORS)
+async def cancel_job(job_id: str, settings: SettingsDep, _: ApiKeyDep) -> CanceledJob:
     """Cancel a job: a waiting one is canceled, a running one stopped; the jobs chained after it are canceled."""
-    from services.worker.control import cancel
-    from services.worker.queues import fetch_job
-    from services.worker.records import record
 
     def work(connection: redis.Redis) -> dict[str, Any]:
         before = cancel(connection, job_id)
@@ -160,7 +163,7 @@ async def cancel_job(job_id: str, settings: SettingsDep, _: ApiKeyDep) -> dict[s
             "canceled_from": before.value,
         }
 
-    return await _with_redis(settings, work)
+    return CanceledJob.model_validate(await _with_redis(settings, work))
 
 
 @router.get(
@@ -170,7 +173,5 @@ async def cancel_job(job_id: str, settings: SettingsDep, _: ApiKeyDep) -> dict[s
 )
 async def get_artifact(job_id: str, name: str, settings: SettingsDep, _: ApiKeyDep) -> FileResponse:
     """One of a job's artifacts (a name from its record's ``artifacts``, e.g. ``round-1/review.json``)."""
-    from services.worker.records import artifact_path
-
     path = await run_in_threadpool(artifact_path, settings.data_dir, job_id, name)
     return FileResponse(path, filename=name)

@@ -5,7 +5,8 @@ code in the trailing metadata ``spotter-error-code`` (plus ``retry-after`` when 
 ``spotter-error-details`` as JSON when it has details). The client turns a status back into the same class: by that
 code when the server sent one, else by the status alone (the inverse of the table, first class listed wins).
 
-Import-light on purpose (grpc and :mod:`services.errors` only): ``services.client.rpc`` imports it.
+Import-light on purpose (grpc and :mod:`services.errors` only): the gateway's gRPC server
+(:mod:`services.gateway.rpc.interceptors`) and the client (:mod:`services.client.rpc`) both import it.
 """
 
 from __future__ import annotations
@@ -51,16 +52,6 @@ for _cls, _status in GRPC_STATUS.items():
     _BY_STATUS.setdefault(_status, _cls)
 
 
-def _classes_by_code() -> dict[str, type[errors.SpotterError]]:
-    found: dict[str, type[errors.SpotterError]] = {}
-    pending: list[type[errors.SpotterError]] = [errors.SpotterError]
-    while pending:
-        cls = pending.pop()
-        found.setdefault(cls.code, cls)
-        pending.extend(cls.__subclasses__())
-    return found
-
-
 def grpc_status(exc: errors.SpotterError) -> grpc.StatusCode:
     """The status of one of our errors: the nearest class in its MRO that has one; INTERNAL if none."""
     return _status_of_class(type(exc))
@@ -98,8 +89,8 @@ def error_from_status(
     items = metadata.items() if isinstance(metadata, Mapping) else metadata
     values = {key: value.decode() if isinstance(value, bytes) else value for key, value in items}
     code = values.get(ERROR_CODE_KEY, "")
-    known = _classes_by_code()
-    cls = known.get(code)
+    known = errors.error_class(code)
+    cls = known
     if cls is None or _status_of_class(cls) != status:
         cls = _BY_STATUS.get(status, errors.SpotterError)
     details: Any = None
@@ -115,7 +106,7 @@ def error_from_status(
         error = cls(text, retry_after=1.0 if retry is None else retry, details=details)
     else:
         error = cls(text, details=details)
-    if code and code not in known:
+    if code and known is None:
         error.code = code  # a newer gateway's code: the class goes by the status, the code is kept
     return error
 

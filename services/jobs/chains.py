@@ -1,19 +1,18 @@
 """Submitting and cancelling jobs of the jobs API, and keeping chains honest (TensorFlow-free: the gateway uses it).
 
-A submission is checked (its type's planner, see :data:`services.worker.jobs.JOB_TYPES`) before anything is queued,
-then becomes a *chain*: jobs enqueued in order, each with RQ's ``depends_on`` on the one before, so RQ starts the next
-only when the previous one finished. Every job of a chain carries the chain in its ``meta`` (``chain``: the ids in
-order, ``depends_on``: the one before). When a job of a chain ends without finishing (failed, stopped, canceled,
-abandoned), the jobs after it are canceled with a reason, rather than left deferred forever.
+A submission is checked against the disk (:func:`services.training.checks.plan`) before anything is queued, then
+becomes a *chain* (:func:`services.jobs.types.chain_of`): jobs enqueued in order, each with RQ's ``depends_on`` on
+the one before, so RQ starts the next only when the previous one finished. Every job of a chain carries the chain in
+its ``meta`` (``chain``: the ids in order, ``depends_on``: the one before). When a job of a chain ends without
+finishing (failed, stopped, canceled, abandoned), the jobs after it are canceled with a reason, rather than left
+deferred forever.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -23,9 +22,9 @@ from rq.exceptions import InvalidJobOperation
 from rq.job import Job, JobStatus
 
 from services.errors import Conflict, JobNotFound
-from services.training.params import params_json
-from services.training.runs import RunStore
-from services.worker.queues import SERIALIZER, enqueue, fetch_job
+from services.jobs.params import params_json
+from services.jobs.queues import SERIALIZER, TRAIN_QUEUE, enqueue, fetch_job, get_queue
+from services.jobs.types import JOB_TYPES
 
 logger = logging.getLogger(__name__)
 
@@ -37,22 +36,17 @@ RETRY_INTERVALS = [10, 60]
 
 @dataclass(frozen=True, slots=True)
 class PlannedJob:
+    """One checked job of a chain: its type, parameters and id, and for a train job the id of the job that last
+    claimed its run (read from the run's folder when it was planned; :func:`submit` asks Redis whether it is live)."""
+
     type: str
     params: BaseModel
     job_id: str
+    run_claimed_by: str | None = None
 
 
-def plan(params: BaseModel, data_dir: Path, model_root: Path) -> list[PlannedJob]:
-    """The chain a submission becomes, every part checked (raises InvalidParameter: nothing is queued)."""
-    from services.worker.jobs import JOB_TYPES
-
-    kind = JOB_TYPES[str(getattr(params, "type"))]  # noqa: B009 - every params model has a literal type
-    return [PlannedJob(str(getattr(p, "type")), p, uuid.uuid4().hex) for p in kind.plan(params, data_dir, model_root)]  # noqa: B009
-
-
-def live_owner(connection: redis.Redis, store: RunStore, run: str, *, exclude: str = "") -> str | None:
-    """The id of a live job (queued or running) that claimed ``run``, or of a queued train job naming it."""
-    owner = store.owner(run)
+def live_owner(connection: redis.Redis, owner: str | None, *, exclude: str = "") -> str | None:
+    """``owner`` (the job that claimed a run) if it is live (queued or running) and not ``exclude``."""
     if owner and owner != exclude:
         try:
             if fetch_job(owner, connection).get_status() in LIVE:
@@ -62,19 +56,17 @@ def live_owner(connection: redis.Redis, store: RunStore, run: str, *, exclude: s
     return None
 
 
-def submit(connection: redis.Redis, planned: Sequence[PlannedJob], *, data_dir: Path) -> list[Job]:
+def submit(connection: redis.Redis, planned: Sequence[PlannedJob]) -> list[Job]:
     """Enqueue a planned chain (each job after the one before); on a Redis failure part-way, what was enqueued is
     removed again, so a submission is queued whole or not at all.
 
     Raises:
         Conflict: a train job names a run that a live job is training.
     """
-    from services.worker.jobs import JOB_TYPES
-
     for job in planned:
         run = getattr(job.params, "run", None)
         if job.type == "train" and run:
-            owner = live_owner(connection, RunStore(data_dir), run) or _queued_trainer(connection, run)
+            owner = live_owner(connection, job.run_claimed_by) or _queued_trainer(connection, run)
             if owner is not None:
                 raise Conflict(f"run {run!r} is already being trained by job {owner}; wait for it or cancel it")
     ids = [job.job_id for job in planned]
@@ -114,8 +106,6 @@ def submit(connection: redis.Redis, planned: Sequence[PlannedJob], *, data_dir: 
 
 def _queued_trainer(connection: redis.Redis, run: str) -> str | None:
     """A train job naming ``run`` that is waiting (it has not claimed the run yet)."""
-    from services.worker.queues import TRAIN_QUEUE, get_queue
-
     queue = get_queue(TRAIN_QUEUE, connection)
     waiting = [
         *queue.get_job_ids(),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.worker.public import public, strip_paths
+from services.jobs.public import public, strip_paths
 
 ROOTS = [Path("/srv/spotter/data"), Path("/srv/spotter/models")]
 

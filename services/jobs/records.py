@@ -6,7 +6,7 @@ A record: ``id``, ``type``, ``state`` (RQ's status: ``queued``, ``deferred``, ``
 ``epoch``/``epochs``, ``step``/``steps``), ``metrics`` so far, ``counts``, ``params``, the chain (``chain``,
 ``depends_on``), times, ``error`` (when it did not finish), ``result`` (when it did), and ``artifacts`` (name, size,
 URL and path, relative to the data folder, of each file under ``data/jobs/<id>/``). No field carries an
-absolute path of the server (:mod:`services.worker.public`).
+absolute path of the server (:mod:`services.jobs.public`).
 """
 
 from __future__ import annotations
@@ -18,14 +18,18 @@ import redis
 from rq.job import Job, JobStatus
 
 from services.errors import InvalidParameter, NotFound
-from services.worker.progress import job_dir
-from services.worker.public import public
-from services.worker.queues import ALL_QUEUES, SERIALIZER, get_queue
+from services.jobs.public import public
+from services.jobs.queues import ALL_QUEUES, SERIALIZER, get_queue
 
 STATES = ("queued", "deferred", "scheduled", "started", "finished", "failed", "stopped", "canceled")
 MAX_LIST = 500
 SCAN_PER_REGISTRY = 2000
 """Listing reads at most this many of the newest ids per queue registry (finished jobs stay a week)."""
+
+
+def job_dir(data_dir: Path, job_id: str) -> Path:
+    """A job's artifact folder: ``<data_dir>/jobs/<id>/``."""
+    return data_dir / "jobs" / job_id
 
 
 def _iso(value: Any) -> str | None:

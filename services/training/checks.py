@@ -1,61 +1,35 @@
-"""The parameters of training, evaluation and export jobs: one pydantic model per job type, a discriminated union
-on ``type`` for the jobs API, and the checks that need the disk (datasets, runs, models) before anything is queued.
+"""The submit-time checks of jobs that need the disk (datasets, runs, published models): each takes a job's
+parameters (the models of :mod:`services.jobs.params`) and returns them with the versions, run names and defaults
+filled in, or raises :class:`~services.errors.InvalidParameter` (a 422).
 
-TensorFlow-free: the gateway validates with these at submit time, and the worker parses the same models again.
-Adding a job type is a model here, a member of :data:`JobParams`, and a job function registered in
-:mod:`services.worker.jobs` (active learning's submit-time checks, which read its pool, are in
-:mod:`services.training.pool`).
+The gateway runs them (:func:`plan`) before anything is queued; the worker runs them again. Active learning's pool
+scan is in :mod:`services.training.pool`.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import uuid
-from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal
+from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel
 
 from services.errors import DatasetNotFound, InvalidParameter
+from services.jobs.chains import PlannedJob
+from services.jobs.params import (
+    WEIGHTS_DIR,
+    ActiveLearningParams,
+    EvaluateParams,
+    ExportParams,
+    TrainParams,
+    check_data_relative,
+    check_weights_name,
+)
+from services.jobs.types import chain_of, job_type
+from services.model_repository import model_versions, version_metadata
 from services.training.datasets.manifest import Manifest
 from services.training.datasets.storage import DatasetStore
-from services.training.runs import NAME_PATTERN, RunInfo, RunStore, identity_differences
-
-Name = Annotated[str, Field(pattern=NAME_PATTERN.pattern, description="letters, digits, '_', '.', '-' (1-64)")]
-Backbone = Literal["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"]
-Split = Literal["train", "validation", "test"]
-
-WEIGHTS_DIR = "weights"
-"""The folder of the data folder that a train job's ``weights`` file is taken from, by name."""
-WEIGHTS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
-
-
-def check_weights_name(value: str) -> None:
-    """``"imagenet"``, ``"none"``, or a plain file name (never a path: the worker opens nothing else on the host).
-
-    Raises:
-        ValueError: anything else (pydantic turns it into a 422 naming ``weights``).
-    """
-    if value in ("imagenet", "none"):
-        return
-    if not WEIGHTS_NAME.match(value) or ".." in value:
-        raise ValueError(
-            f"weights must be 'imagenet', 'none' or the name of a file in the data folder's {WEIGHTS_DIR}/ folder "
-            "(letters, digits, '_', '.', '+', '-'; no folders), not a path"
-        )
-
-
-def check_data_relative(value: str, parameter: str) -> None:
-    """A folder named by a job relative to the data folder: never absolute, never climbing out with ``..``, so a job
-    can't make the worker look at (or the API answer about) anything else on the host.
-
-    Raises:
-        ValueError: an absolute path, a ``~`` path or a ``..`` part (pydantic turns it into a 422 naming it).
-    """
-    posix = value.replace("\\", "/")
-    if not posix or posix.startswith(("/", "~")) or ".." in PurePosixPath(posix).parts:
-        raise ValueError(f"{parameter} must be a folder relative to the data folder (no absolute path, no '..')")
+from services.training.runs import RunInfo, RunStore, identity_differences
 
 
 def weights_file(value: str, data_dir: Path) -> Path:
@@ -66,188 +40,6 @@ def weights_file(value: str, data_dir: Path) -> Path:
         raise InvalidParameter(str(exc), details={"parameter": "weights"}) from None
     return data_dir / WEIGHTS_DIR / value
 
-
-class _Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PublishOptions(_Params):
-    """Where an export publishes, and its gate."""
-
-    model: Name = Field(description="the model's name: published as models/<model>/<n+1>/")
-    threshold: float = Field(0.02, ge=0.0, le=1.0, description="allowed drop of the gate's score vs the served one")
-    force: bool = Field(False, description="publish even if the gate refuses")
-
-
-class TrainParams(_Params):
-    """Train a detector (detection dataset) or a classifier (classification dataset) into a run."""
-
-    type: Literal["train"] = "train"
-    dataset: Name
-    dataset_version: int | None = Field(None, ge=1, description="default: the latest (fixed at submit)")
-    run: Name | None = Field(None, description="a run to train into; naming an unfinished one resumes it")
-    restart: bool = Field(False, description="start the run over, discarding its checkpoints")
-    backbone: Backbone = "mobilenet_v2"
-    alpha: float = Field(0.35, ge=0.1, le=1.4, description="MobileNet width multiplier")
-    input_size: int = Field(320, ge=64, le=1024, multiple_of=32, description="the model's canvas S")
-    weights: str = Field(
-        "imagenet",
-        min_length=1,
-        description="'imagenet' (from Keras's cache if it is there), 'none' (from scratch), or the file name of a "
-        f"backbone weights file in the data folder's {WEIGHTS_DIR}/ folder (a name, not a path)",
-    )
-    init_from_run: Name | None = Field(
-        None,
-        description="start from a complete run's final weights (same kind, classes, backbone and alpha); "
-        "'weights' is then not used",
-    )
-    init_from_model: Name | None = Field(
-        None, description="or start from a published detector version's weights (same classes, backbone and alpha)"
-    )
-    init_from_version: int | None = Field(None, ge=1, description="with init_from_model: default the latest")
-    epochs: int = Field(10, ge=1, le=1000)
-    steps_per_epoch: int | None = Field(None, ge=1, le=100_000, description="default: one pass over train")
-    batch_size: int = Field(16, ge=1, le=512)
-    train_size: int | None = Field(None, ge=64, le=1024, multiple_of=32, description="detector crop size")
-    views: Literal["auto", "whole", "tiles"] = Field(
-        "auto",
-        description="how the detector sees an image: 'whole' (letterboxed, the TF OD API's way), 'tiles' (trained on "
-        "native-scale crops of train_size, served tiled), 'auto' (decided from the dataset's object and image sizes)",
-    )
-    background_ratio: float = Field(
-        0.25, ge=0.0, le=0.9, description="tiles: the fraction of training crops placed at random, not on an object"
-    )
-    learning_rate: float = Field(2e-3, gt=0.0, le=1.0)
-    warmup_steps: int | None = Field(None, ge=0, le=100_000, description="default: 10 % of the steps, at most 200")
-    patience: int = Field(3, ge=0, le=100, description="early stopping on validation loss (0: off)")
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    deterministic: bool = Field(False, description="TensorFlow's deterministic kernels: repeatable runs, slower")
-    max_detections: int = Field(100, ge=1, le=1000)
-    evaluate: bool = Field(False, description="chain an evaluate job on the validation split")
-    export: PublishOptions | None = Field(None, description="chain an export job (after evaluate, if any)")
-    timeout_seconds: int = Field(6 * 3600, ge=60, le=7 * 24 * 3600)
-
-    @field_validator("weights")
-    @classmethod
-    def _weights_name(cls, value: str) -> str:
-        check_weights_name(value)
-        return value
-
-    @model_validator(mode="after")
-    def _crop_fits(self) -> TrainParams:
-        if self.train_size is not None and self.train_size > self.input_size:
-            raise ValueError(f"train_size {self.train_size} is larger than input_size {self.input_size}")
-        if self.init_from_run is not None and self.init_from_model is not None:
-            raise ValueError("give at most one of init_from_run and init_from_model")
-        if self.init_from_version is not None and self.init_from_model is None:
-            raise ValueError("init_from_version goes with init_from_model")
-        return self
-
-
-class EvaluateParams(_Params):
-    """Evaluate a run's trained weights, or a published model version, on a dataset split."""
-
-    type: Literal["evaluate"] = "evaluate"
-    run: Name | None = None
-    model: Name | None = None
-    version: int | None = Field(None, ge=1, description="with model: default the latest")
-    dataset: Name | None = Field(None, description="default: the run's dataset (required with model)")
-    dataset_version: int | None = Field(None, ge=1)
-    split: Split = "validation"
-    min_score: float = Field(0.5, ge=0.0, le=1.0, description="operating point for precision, recall and mean IoU")
-    timeout_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> EvaluateParams:
-        if (self.run is None) == (self.model is None):
-            raise ValueError("give exactly one of run (trained weights) or model (a published version)")
-        if self.version is not None and self.model is None:
-            raise ValueError("version goes with model")
-        if self.model is not None and self.dataset is None:
-            raise ValueError("evaluating a published model needs a dataset")
-        return self
-
-
-class ExportParams(_Params):
-    """Export a complete run, gate it against the served version, and publish it."""
-
-    type: Literal["export"] = "export"
-    run: Name
-    model: Name
-    threshold: float = Field(0.02, ge=0.0, le=1.0)
-    force: bool = False
-    dataset: Name | None = Field(None, description="the gate's data; default: the run's dataset")
-    dataset_version: int | None = Field(None, ge=1)
-    split: Split = "validation"
-    timeout_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600)
-
-
-class ActiveLearningParams(_Params):
-    """Grow a boxed dataset from a pool of images labelled as a whole (or not at all), round by round: predict on the
-    pool, accept confident boxes that agree with the image's label, send the rest to review, retrain from the
-    current weights on the grown dataset, evaluate, publish (see docs/active-learning.md)."""
-
-    type: Literal["active-learning"] = "active-learning"
-    model: Name = Field(description="the detector to improve: its versions are predicted with and published to")
-    version: int | None = Field(None, ge=1, description="the version to start from (default: the latest)")
-    dataset: Name = Field(description="the boxed detection dataset the detector's classes come from")
-    dataset_version: int | None = Field(None, ge=1, description="default: the latest (fixed at submit)")
-    pool: str | None = Field(
-        None,
-        description="a folder of images, one sub-folder per class (images in the root have no label); "
-        "relative to the data folder",
-    )
-    pool_dataset: Name | None = Field(None, description="or a pool dataset (imported with pool: true)")
-    pool_dataset_version: int | None = Field(None, ge=1)
-    rounds: int = Field(3, ge=1, le=50)
-    min_score: float = Field(0.9, gt=0.0, le=1.0, description="a labelled image's boxes are accepted from this score")
-    unlabelled_min_score: float = Field(0.97, gt=0.0, le=1.0, description="the same for images without a label")
-    candidate_score: float = Field(
-        0.2,
-        gt=0.0,
-        le=1.0,
-        description="boxes from this score are candidates: one that is not accepted sends its image to review",
-    )
-    min_gain: float = Field(0.005, ge=0.0, le=1.0, description="stop when a round raises validation mAP@0.5 less")
-    predict_via: Literal["local", "gateway"] = Field(
-        "local", description="'local': the SavedModel in the worker; 'gateway': the gateway's :detect (batched)"
-    )
-    predict_batch: int = Field(16, ge=1, le=256, description="images per local batch, or requests in flight")
-    epochs: int = Field(3, ge=1, le=1000, description="per round")
-    steps_per_epoch: int | None = Field(None, ge=1, le=100_000)
-    batch_size: int = Field(16, ge=1, le=512)
-    train_size: int | None = Field(None, ge=64, le=1024, multiple_of=32)
-    learning_rate: float = Field(5e-4, gt=0.0, le=1.0, description="lower than from scratch: training goes on")
-    warmup_steps: int | None = Field(None, ge=0, le=100_000)
-    patience: int = Field(0, ge=0, le=100)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    threshold: float = Field(0.02, ge=0.0, le=1.0, description="the export gate's allowed drop per round")
-    force: bool = Field(False, description="publish each round even if the gate refuses")
-    run_prefix: Name | None = Field(None, description="runs are <prefix>-r1, -r2...; default: a new one")
-    timeout_seconds: int = Field(24 * 3600, ge=60, le=7 * 24 * 3600)
-
-    @field_validator("pool")
-    @classmethod
-    def _pool_inside_data(cls, value: str | None) -> str | None:
-        if value is not None:
-            check_data_relative(value, "pool")
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ActiveLearningParams:
-        if (self.pool is None) == (self.pool_dataset is None):
-            raise ValueError("give exactly one of pool (a folder) or pool_dataset")
-        if self.pool_dataset_version is not None and self.pool_dataset is None:
-            raise ValueError("pool_dataset_version goes with pool_dataset")
-        if self.unlabelled_min_score < self.min_score:
-            raise ValueError("unlabelled_min_score must be at least min_score: images without a label need more")
-        if self.candidate_score > self.min_score:
-            raise ValueError("candidate_score must be at most min_score")
-        return self
-
-
-JobParams = Annotated[TrainParams | EvaluateParams | ExportParams | ActiveLearningParams, Field(discriminator="type")]
-"""What ``POST /v1/jobs`` takes."""
 
 KIND_OF_DATASET = {"detection": "detector", "classification": "classifier"}
 
@@ -311,6 +103,11 @@ def check_train(params: TrainParams, data_dir: Path, model_root: Path | None = N
     manifest = _manifest(DatasetStore(data_dir), params.dataset, params.dataset_version)
     _split_has_images(manifest, "train")
     identity = train_identity(params, manifest)
+    if identity["kind"] == "detector" and params.input_size < 64:
+        raise InvalidParameter(
+            f"input_size {params.input_size} is too small for a detector (at least 64; 32 is for classifiers)",
+            details={"parameter": "input_size"},
+        )
     if identity["kind"] == "classifier" and len(identity["classes"]) < 2:
         raise InvalidParameter("a classifier needs at least two classes", details={"parameter": "dataset"})
     if identity["kind"] == "classifier" and params.views == "tiles":
@@ -386,15 +183,6 @@ def _required(model_root: Path | None) -> Path:
     return model_root
 
 
-def version_metadata(model_root: Path, name: str, version: int) -> dict[str, Any]:
-    """A published version's ``assets.extra/spotter.json`` (empty for foreign models without one)."""
-    path = model_root / name / str(version) / "assets.extra" / "spotter.json"
-    if not path.is_file():
-        return {}
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data
-
-
 def detector_version(name: str, version: int | None, root: Path, parameter: str) -> tuple[int, dict[str, Any]]:
     """``(number, detector config)`` of a published version exported by Spotter (the config from its metadata).
 
@@ -459,13 +247,6 @@ def complete_run(name: str, data_dir: Path) -> RunInfo:
             f"run {name!r} has not finished training ({info.epochs_done} epochs done)", details={"parameter": "run"}
         )
     return info
-
-
-def model_versions(model_root: Path, name: str) -> list[int]:
-    folder = model_root / name
-    if not folder.is_dir():
-        return []
-    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file())
 
 
 def check_evaluate(
@@ -582,7 +363,31 @@ def check_active_learning(params: ActiveLearningParams, data_dir: Path, model_ro
     return params.model_copy(update=update)
 
 
-def params_json(params: BaseModel) -> dict[str, Any]:
-    """The params as plain JSON (what a job's body and its ``meta["params"]`` hold)."""
-    data: dict[str, Any] = json.loads(params.model_dump_json())
-    return data
+def check_job(params: BaseModel, data_dir: Path, model_root: Path, *, chained: bool = False) -> BaseModel:
+    """Any job's parameters checked against the disk (``chained``: it follows a train job in a chain)."""
+    if isinstance(params, TrainParams):
+        return check_train(params, data_dir, model_root)
+    if isinstance(params, EvaluateParams):
+        return check_evaluate(params, data_dir, model_root, chained=chained)
+    if isinstance(params, ExportParams):
+        return check_export(params, data_dir, chained=chained)
+    if isinstance(params, ActiveLearningParams):
+        return check_active_learning(params, data_dir, model_root)
+    raise TypeError(f"not a job's parameters: {type(params).__name__}")
+
+
+def plan(params: BaseModel, data_dir: Path, model_root: Path) -> list[PlannedJob]:
+    """The chain a submission becomes (:func:`services.jobs.types.chain_of`), every part checked, each with a new id
+    (and a train job with the job that last claimed its run).
+
+    Raises:
+        InvalidParameter: a part does not pass its check: nothing is queued.
+    """
+    first = check_job(params, data_dir, model_root)
+    chain = [first, *(check_job(p, data_dir, model_root, chained=True) for p in chain_of(first)[1:])]
+    planned = []
+    for part in chain:
+        run = getattr(part, "run", None) if isinstance(part, TrainParams) else None
+        claimed = RunStore(data_dir).owner(run) if run else None
+        planned.append(PlannedJob(job_type(part).name, part, uuid.uuid4().hex, run_claimed_by=claimed))
+    return planned
