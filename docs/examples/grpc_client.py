@@ -17,8 +17,6 @@ import os
 import sys
 from pathlib import Path
 
-from google.protobuf.json_format import MessageToDict
-
 from services.client.rpc import DetectionClient
 from services.errors import SpotterError
 
@@ -45,11 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
 
     if args.json:
-        print(
-            json.dumps(
-                MessageToDict(result, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-            )
-        )
+        print(json.dumps(result.to_dict()))  # the REST API's JSON, the same whichever transport answered
         return 0
     print(
         f"{result.model} version {result.version}: {len(result.detections)} detections in "

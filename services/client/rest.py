@@ -2,6 +2,8 @@
 
 Errors come back as the same :mod:`services.errors` classes the gateway raised (by the error body's ``code``), so
 callers handle ``ModelNotFound`` or ``Overloaded`` (with its ``retry_after``) rather than status numbers.
+Answers are the results every transport shares (:mod:`services.vision.results`): ``detect`` gives a
+:class:`~services.vision.results.DetectResult`, ``classify`` a :class:`~services.vision.results.ClassifyResult`.
 
     with RestClient("http://127.0.0.1:8080") as client:
         result = client.detect(Path("street.jpg"), model="demo", min_score=0.5)
@@ -11,42 +13,19 @@ callers handle ``ModelNotFound`` or ``Overloaded`` (with its ``retry_after``) ra
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from services import errors
-from services.vision.boxes import Box, Detection
+from services.vision.results import ClassifyResult, DetectResult
 
+_Result = TypeVar("_Result", DetectResult, ClassifyResult)
 _MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
-
-
-@dataclass(frozen=True, slots=True)
-class DetectResult:
-    """``:detect``'s answer: boxes in pixels of the original image."""
-
-    model: str
-    version: int
-    width: int
-    height: int
-    detections: list[Detection]
-
-
-@dataclass(frozen=True, slots=True)
-class ClassPrediction:
-    label: str
-    class_id: int
-    score: float
-
-
-@dataclass(frozen=True, slots=True)
-class ClassifyResult:
-    model: str
-    version: int
-    predictions: list[ClassPrediction]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,19 +33,6 @@ class AnnotateResult:
     image: bytes
     media_type: str
     version: int | None
-
-
-def _error_classes() -> dict[str, type[errors.SpotterError]]:
-    found: dict[str, type[errors.SpotterError]] = {}
-    pending: list[type[errors.SpotterError]] = [errors.SpotterError]
-    while pending:
-        cls = pending.pop()
-        found.setdefault(cls.code, cls)
-        pending.extend(cls.__subclasses__())
-    return found
-
-
-_ERRORS_BY_CODE = _error_classes()
 
 
 def media_type_of(path: Path) -> str:
@@ -121,17 +87,8 @@ class RestClient:
     ) -> DetectResult:
         """Detect objects in an image (bytes, or a file path)."""
         params = _params(version=version, label=label, min_score=min_score, max_detections=max_detections, tile=tile)
-        body = self._post(f"/v1/models/{model}:detect", image, content_type, params).json()
-        return DetectResult(
-            model=body["model"],
-            version=int(body["version"]),
-            width=int(body["width"]),
-            height=int(body["height"]),
-            detections=[
-                Detection(d["label"], int(d["class_id"]), float(d["score"]), Box(**d["box"]))
-                for d in body["detections"]
-            ],
-        )
+        response = self._post(f"/v1/models/{model}:detect", image, content_type, params)
+        return self._answer(DetectResult.from_json, response)
 
     def annotate(
         self,
@@ -168,14 +125,8 @@ class RestClient:
     ) -> ClassifyResult:
         """The top-k labels of an image."""
         params = _params(version=version, label=label, top_k=top_k)
-        body = self._post(f"/v1/models/{model}:classify", image, content_type, params).json()
-        return ClassifyResult(
-            model=body["model"],
-            version=int(body["version"]),
-            predictions=[
-                ClassPrediction(p["label"], int(p["class_id"]), float(p["score"])) for p in body["predictions"]
-            ],
-        )
+        response = self._post(f"/v1/models/{model}:classify", image, content_type, params)
+        return self._answer(ClassifyResult.from_json, response)
 
     def list_models(self) -> list[dict[str, Any]]:
         """``GET /v1/models``: every model with its versions."""
@@ -211,6 +162,16 @@ class RestClient:
         headers = {"Content-Type": content_type or "application/octet-stream", "Accept": accept}
         return self._send("POST", path, content=data, params=params, headers=headers)
 
+    def _answer(self, read: Callable[[bytes], _Result], response: httpx.Response) -> _Result:
+        """A result read from a success's JSON; a body that is not one is the gateway's fault, not the caller's."""
+        try:
+            return read(response.content)
+        except ValueError as err:
+            raise errors.UpstreamError(
+                f"the gateway at {self.base_url} answered {response.request.url.path} with something that is not"
+                f" its answer: {err}"
+            ) from err
+
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
@@ -230,7 +191,7 @@ def error_from_response(response: httpx.Response) -> errors.SpotterError:
         code, message, details = str(body["code"]), str(body["message"]), body.get("details")
     except (ValueError, KeyError, TypeError):
         return errors.UpstreamError(f"HTTP {response.status_code} from the gateway: {response.text[:500]}")
-    cls = _ERRORS_BY_CODE.get(code, errors.SpotterError)
+    cls = errors.error_class(code) or errors.SpotterError
     if cls in (errors.Overloaded, errors.Unavailable):
         retry_after = float(response.headers.get("Retry-After", "1") or 1)
         return cls(message, retry_after=retry_after, details=details)

@@ -1,11 +1,12 @@
-"""A small typed client for Spotter's gRPC API (``spotter.v1``): grpcio, protobuf and the generated stubs only.
+"""A small typed client for Spotter's gRPC API (``spotter.v1``): grpcio, protobuf, the generated stubs and the
+result types only.
 
-Answers are the generated protobuf messages (``DetectResponse``, ``ClassifyResponse``, ``Model``...), typed by their
-``.pyi`` stubs. Wrapping them in dataclasses would add a second set of types to keep in step with the ``.proto``
-and a copy per answer (per frame, for video), and would hide fields a newer gateway adds; the messages already read
-like dataclasses (``result.detections[0].box.xmin``). Errors are :mod:`services.errors` classes, decided by the one
-mapping the server uses (:mod:`services.gateway.rpc.status`, inverted): ``ModelNotFound``, ``Overloaded`` with its
-``retry_after``... with the ``grpc.RpcError`` as ``__cause__``.
+Inference answers are the results every transport shares (:mod:`services.vision.results`): ``detect`` and each
+stream frame give a :class:`~services.vision.results.DetectResult`, ``classify`` a
+:class:`~services.vision.results.ClassifyResult`, equal to what the REST client reads for the same image. Model
+descriptions are the generated ``Model`` messages, typed by their ``.pyi`` stubs. Errors are :mod:`services.errors`
+classes, decided by the one mapping the server uses (:mod:`services.grpc_errors`, inverted):
+``ModelNotFound``, ``Overloaded`` with its ``retry_after``... with the ``grpc.RpcError`` as ``__cause__``.
 
     with DetectionClient("127.0.0.1:50051", api_key=key) as client:
         result = client.detect(Path("street.jpg"), model="demo")
@@ -27,8 +28,9 @@ from typing import Any, Literal, cast
 import grpc
 
 from services import errors
-from services.gateway.rpc.status import API_KEY_KEY, ERROR_CODE_KEY, REQUEST_ID_KEY, RETRY_AFTER_KEY, error_from_status
 from services.gen.spotter.v1 import detection_pb2, detection_pb2_grpc, model_pb2
+from services.grpc_errors import API_KEY_KEY, ERROR_CODE_KEY, REQUEST_ID_KEY, RETRY_AFTER_KEY, error_from_status
+from services.vision.results import ClassifyResult, DetectResult
 
 Tile = Literal["auto", "on", "off"]
 Image = bytes | Path
@@ -62,15 +64,31 @@ class FrameResult:
     """One frame's answer in a stream: its detections, or the error that frame got (the stream went on)."""
 
     frame_id: str
-    result: detection_pb2.DetectResponse | None
+    result: DetectResult | None
     error: errors.SpotterError | None
 
-    def unwrap(self) -> detection_pb2.DetectResponse:
+    def unwrap(self) -> DetectResult:
         """The detections, or the frame's error raised."""
         if self.error is not None:
             raise self.error
         assert self.result is not None
         return self.result
+
+
+@dataclass(frozen=True, slots=True)
+class DrawnImage:
+    """An encoded image: its bytes and media type (``image/jpeg`` or ``image/png``)."""
+
+    data: bytes
+    content_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class AnnotateResult:
+    """``Annotate``'s answer: the detections, and the image with them drawn."""
+
+    result: DetectResult
+    image: DrawnImage
 
 
 class DetectionClient:
@@ -137,7 +155,7 @@ class DetectionClient:
         content_type: str | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
-    ) -> detection_pb2.DetectResponse:
+    ) -> DetectResult:
         """Detect objects in an image (bytes, or a file path); boxes in pixels of the original image.
 
         ``None`` parameters take the gateway's defaults; ``version`` and ``label`` choose a model version (neither:
@@ -153,7 +171,8 @@ class DetectionClient:
             tile=tile,
             content_type=content_type,
         )
-        return cast(detection_pb2.DetectResponse, self._unary(self._stub.Detect, request, timeout, request_id))
+        answer = cast(detection_pb2.DetectResponse, self._unary(self._stub.Detect, request, timeout, request_id))
+        return DetectResult.from_proto(answer)
 
     def annotate(
         self,
@@ -169,7 +188,7 @@ class DetectionClient:
         content_type: str | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
-    ) -> detection_pb2.AnnotateResponse:
+    ) -> AnnotateResult:
         """Detect, and get the image back with the boxes drawn (``media_type`` image/jpeg or image/png)."""
         request = detection_pb2.AnnotateRequest(
             request=detect_request(
@@ -184,7 +203,10 @@ class DetectionClient:
             ),
             media_type=media_type,
         )
-        return cast(detection_pb2.AnnotateResponse, self._unary(self._stub.Annotate, request, timeout, request_id))
+        answer = cast(detection_pb2.AnnotateResponse, self._unary(self._stub.Annotate, request, timeout, request_id))
+        return AnnotateResult(
+            DetectResult.from_proto(answer.result), DrawnImage(answer.image.data, answer.image.content_type)
+        )
 
     def classify(
         self,
@@ -197,14 +219,15 @@ class DetectionClient:
         content_type: str | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
-    ) -> detection_pb2.ClassifyResponse:
+    ) -> ClassifyResult:
         """The ``top_k`` most likely labels of an image."""
         data, content_type = _image(image, content_type)
         request = detection_pb2.ClassifyRequest(
             model=model, image=detection_pb2.Image(data=data, content_type=content_type), top_k=top_k
         )
         _select(request, version, label)
-        return cast(detection_pb2.ClassifyResponse, self._unary(self._stub.Classify, request, timeout, request_id))
+        answer = cast(detection_pb2.ClassifyResponse, self._unary(self._stub.Classify, request, timeout, request_id))
+        return ClassifyResult.from_proto(answer)
 
     def detect_stream(
         self,
@@ -252,7 +275,7 @@ class DetectionClient:
                 if answer.WhichOneof("outcome") == "error":
                     yield FrameResult(answer.frame_id, None, frame_error(answer.error))
                 else:
-                    yield FrameResult(answer.frame_id, answer.result, None)
+                    yield FrameResult(answer.frame_id, DetectResult.from_proto(answer.result), None)
         except grpc.RpcError as err:
             raise error_from_rpc(err) from err
         finally:

@@ -1,9 +1,10 @@
 """The transport-neutral heart of the gateway: detect, annotate, classify, describe models, readiness.
 
-REST routes (``services.gateway.api``) and the gRPC servicer call these methods with plain dataclasses and turn the
-results (or :mod:`services.errors`) into their own wire format; nothing here knows HTTP or gRPC. CPU work on images
-(decoding, letterboxing, drawing) runs in worker threads so the event loop keeps accepting requests and forming
-batches. Every view of an image (the whole image, plus its tiles when tiling) goes through the one shared batcher.
+REST routes (``services.gateway.api``) and the gRPC servicer call these methods with plain dataclasses and write
+the results (:mod:`services.vision.results`, which holds both wire forms) or :mod:`services.errors` in their own
+format; nothing here knows HTTP or gRPC. CPU work on images (decoding, letterboxing, drawing) runs in worker threads
+so the event loop keeps accepting requests and forming batches. Every view of an image (the whole image, plus its
+tiles when tiling) goes through the one shared batcher.
 
 Transports take an admission ticket (:meth:`Dataplane.admit`) before they read an inference request's body and hold
 it until they answer, so an overloaded gateway refuses a request before it costs a read or a decode
@@ -28,13 +29,13 @@ from services.gateway.catalog import ModelCatalog, ModelDescription, Readiness
 from services.gateway.config import GatewaySettings
 from services.gateway.signatures import Kind, VersionInfo
 from services.gateway.tfs import TfsClient
-from services.vision.boxes import Detection
 from services.vision.draw import draw_detections, encode_image
 from services.vision.images import DecodedImage, decode_image
 from services.vision.letterbox import Letterbox, letterbox
 from services.vision.nms import merge_detections
-from services.vision.outputs import Classification, classifications_from_probabilities, detections_from_outputs
-from services.vision.tiling import TILE_MODES, TileMode, plan_views
+from services.vision.outputs import classifications_from_probabilities, detections_from_outputs
+from services.vision.results import ClassifyResult, Detection, DetectResult
+from services.vision.tiling import TILE_MODES, Tile, TileMode, plan_views
 
 MAX_DETECTIONS_LIMIT = 1000
 _MAX_MODEL_NAME = 256
@@ -55,17 +56,6 @@ class DetectRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class DetectResult:
-    """Detections in pixels of the original (upright) image, by score descending."""
-
-    model: str
-    version: int
-    width: int
-    height: int
-    detections: list[Detection]
-
-
-@dataclass(frozen=True, slots=True)
 class AnnotateResult:
     """The input image with the detections drawn, encoded as ``media_type``."""
 
@@ -82,13 +72,6 @@ class ClassifyRequest:
     version: int | None = None
     label: str | None = None
     top_k: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ClassifyResult:
-    model: str
-    version: int
-    predictions: list[Classification]
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +153,9 @@ class Dataplane:
             raise errors.InvalidParameter(f"tile must be one of {', '.join(TILE_MODES)}, not {request.tile!r}")
 
         info = await self._resolve(request.model, request.version, request.label, "detector")
-        # Reduced (DCT-scaled) JPEG decoding only when every pixel is not needed: no tiles, nothing drawn.
-        reduce = request.tile == "off" and not keep_pixels
+        # Reduced (DCT-scaled) JPEG decoding only when every pixel is not needed: nothing drawn, and (decided from
+        # the header, in _prepare_in_thread) one whole-image view, no tiles.
+        reduce = not keep_pixels
         prepared = await self._prepare(request.data, request.content_type, info, request.tile, reduce=reduce)
         decoded, canvases = prepared.decoded, prepared.canvases
         info, outputs = await self._infer(request.model, request.version, request.label, info, canvases, "detector")
@@ -222,24 +206,31 @@ class Dataplane:
         self, data: bytes, content_type: str | None, info: VersionInfo, tile: TileMode, reduce: bool
     ) -> _Prepared:
         size = info.input_size
+
+        def plan(width: int, height: int) -> list[Tile]:
+            return plan_views(
+                width,
+                height,
+                size,
+                tile,
+                overlap=self._settings.tile_overlap,
+                max_tiles=self._settings.max_tiles,
+                views=info.views.views,  # tile=auto follows how the model sees an image
+            )
+
+        def reduce_to(width: int, height: int) -> int | None:
+            return size if len(plan(width, height)) == 1 else None  # tiles need every pixel
+
         start = time.perf_counter()
         decoded = decode_image(
             data,
             content_type=content_type,
             max_bytes=self._settings.max_image_bytes,
             max_pixels=self._settings.max_image_pixels,
-            target_size=size if reduce else None,
+            target_size=reduce_to if reduce else None,
         )
         decode_seconds = time.perf_counter() - start
-        views = plan_views(
-            decoded.width,
-            decoded.height,
-            size,
-            tile,
-            overlap=self._settings.tile_overlap,
-            max_tiles=self._settings.max_tiles,
-            views=info.views.views,  # tile=auto follows how the model sees an image
-        )
+        views = plan(decoded.width, decoded.height)
         canvases = [letterbox(decoded, size, region=view.region) for view in views]
         return _Prepared(decoded, canvases, decode_seconds)
 

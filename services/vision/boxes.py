@@ -1,62 +1,19 @@
-"""Boxes and detections in pixel coordinates, and the geometry on them."""
+"""The geometry on boxes in pixel coordinates: overlap (IoU, IoS) one pair at a time or as matrices.
+
+:class:`Box` and :class:`Detection` live with the answers they are part of (:mod:`services.vision.results`) and are
+imported from here too.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
+from services.vision.results import Box, Detection
 
-@dataclass(frozen=True, slots=True)
-class Box:
-    """An axis-aligned box in pixels: ``xmin <= xmax``, ``ymin <= ymax``, origin at the top-left corner."""
-
-    xmin: float
-    ymin: float
-    xmax: float
-    ymax: float
-
-    @property
-    def width(self) -> float:
-        return self.xmax - self.xmin
-
-    @property
-    def height(self) -> float:
-        return self.ymax - self.ymin
-
-    @property
-    def area(self) -> float:
-        return max(0.0, self.width) * max(0.0, self.height)
-
-    def clip(self, width: float, height: float) -> Box:
-        """This box clipped to an image of ``width`` x ``height``."""
-        return Box(
-            min(max(self.xmin, 0.0), width),
-            min(max(self.ymin, 0.0), height),
-            min(max(self.xmax, 0.0), width),
-            min(max(self.ymax, 0.0), height),
-        )
-
-    def as_tuple(self) -> tuple[float, float, float, float]:
-        return (self.xmin, self.ymin, self.xmax, self.ymax)
-
-    def to_dict(self) -> dict[str, float]:
-        return {"xmin": self.xmin, "ymin": self.ymin, "xmax": self.xmax, "ymax": self.ymax}
-
-
-@dataclass(frozen=True, slots=True)
-class Detection:
-    """One detected object: its label, the label map id (from 1), the score and the box in original pixels."""
-
-    label: str
-    class_id: int
-    score: float
-    box: Box
-
-    def to_dict(self) -> dict[str, object]:
-        return {"label": self.label, "class_id": self.class_id, "score": self.score, "box": self.box.to_dict()}
+__all__ = ["Box", "Detection", "boxes_to_array", "iou", "iou_matrix", "overlap_matrix"]
 
 
 def iou(a: Box, b: Box) -> float:

@@ -18,30 +18,17 @@ Shapes that do not fit are the model's fault, not the client's: :class:`~service
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from services.errors import UpstreamError
-from services.vision.boxes import Box, Detection
 from services.vision.labelmap import LabelMap
 from services.vision.letterbox import Letterbox
+from services.vision.results import Box, Classification, Detection
 
 Labels = LabelMap | Mapping[int, str] | None
 """Where names come from: a label map, a plain id -> name mapping, or nothing (every class is ``class_<id>``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Classification:
-    """One class of a classifier's answer: label, label-map id (from 1) and probability."""
-
-    label: str
-    class_id: int
-    score: float
-
-    def to_dict(self) -> dict[str, object]:
-        return {"label": self.label, "class_id": self.class_id, "score": self.score}
 
 
 def label_for(labels: Labels, class_id: int) -> str:

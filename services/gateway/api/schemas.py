@@ -1,4 +1,8 @@
-"""The REST API's query parameters and JSON bodies (pydantic models: they are the OpenAPI schema too)."""
+"""The REST API's query parameters and JSON bodies (pydantic models: they are the OpenAPI schema too).
+
+The answers of ``:detect`` and ``:classify`` are not here: they are :mod:`services.vision.results`, the one type of
+each answer that every transport and client shares.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.catalog import ModelDescription
-from services.gateway.dataplane import MAX_DETECTIONS_LIMIT, ClassifyResult, DetectResult
+from services.gateway.dataplane import MAX_DETECTIONS_LIMIT
 
 
 class SelectorQuery(BaseModel):
@@ -29,63 +33,6 @@ class DetectQuery(SelectorQuery):
 
 class ClassifyQuery(SelectorQuery):
     top_k: int | None = Field(None, ge=1, le=1000, description="answer the k most likely labels")
-
-
-class BoxBody(BaseModel):
-    xmin: float
-    ymin: float
-    xmax: float
-    ymax: float
-
-
-class DetectionBody(BaseModel):
-    label: str
-    class_id: int
-    score: float
-    box: BoxBody
-
-
-class DetectResponse(BaseModel):
-    """Detections in pixels of the original image (EXIF orientation applied), by score descending."""
-
-    model: str
-    version: int
-    width: int
-    height: int
-    detections: list[DetectionBody]
-
-    @classmethod
-    def of(cls, result: DetectResult) -> DetectResponse:
-        return cls(
-            model=result.model,
-            version=result.version,
-            width=result.width,
-            height=result.height,
-            detections=[
-                DetectionBody(label=d.label, class_id=d.class_id, score=d.score, box=BoxBody(**d.box.to_dict()))
-                for d in result.detections
-            ],
-        )
-
-
-class PredictionBody(BaseModel):
-    label: str
-    class_id: int
-    score: float
-
-
-class ClassifyResponse(BaseModel):
-    model: str
-    version: int
-    predictions: list[PredictionBody]
-
-    @classmethod
-    def of(cls, result: ClassifyResult) -> ClassifyResponse:
-        return cls(
-            model=result.model,
-            version=result.version,
-            predictions=[PredictionBody(label=p.label, class_id=p.class_id, score=p.score) for p in result.predictions],
-        )
 
 
 class LabelBody(BaseModel):

@@ -1,4 +1,5 @@
-"""``spotter.v1`` messages to the dataplane's requests, and its results back to messages.
+"""``spotter.v1`` messages to the dataplane's requests, and model descriptions and errors to messages (the results
+carry their own: :meth:`~services.vision.results.DetectResult.to_proto`).
 
 Presence is kept: an unset ``optional`` field is ``None`` (the gateway's default applies), as an absent REST query
 parameter is. Range checks stay in the dataplane, the one place both transports share; only what the REST schema
@@ -9,9 +10,9 @@ from __future__ import annotations
 
 from services import errors
 from services.gateway.catalog import ModelDescription
-from services.gateway.dataplane import ClassifyRequest, ClassifyResult, DetectRequest, DetectResult
-from services.gateway.rpc.status import grpc_status, retry_after_seconds
+from services.gateway.dataplane import ClassifyRequest, DetectRequest
 from services.gen.spotter.v1 import detection_pb2, model_pb2
+from services.grpc_errors import grpc_status, retry_after_seconds
 from services.vision.tiling import TileMode
 
 _TILE_MODES: dict[int, TileMode] = {
@@ -56,34 +57,6 @@ def classify_request(message: detection_pb2.ClassifyRequest) -> ClassifyRequest:
         version=version,
         label=label,
         top_k=message.top_k if message.HasField("top_k") else None,
-    )
-
-
-def detect_response(result: DetectResult) -> detection_pb2.DetectResponse:
-    return detection_pb2.DetectResponse(
-        model=result.model,
-        version=result.version,
-        width=result.width,
-        height=result.height,
-        detections=[
-            detection_pb2.Detection(
-                label=d.label,
-                class_id=d.class_id,
-                score=d.score,
-                box=detection_pb2.Box(xmin=d.box.xmin, ymin=d.box.ymin, xmax=d.box.xmax, ymax=d.box.ymax),
-            )
-            for d in result.detections
-        ],
-    )
-
-
-def classify_response(result: ClassifyResult) -> detection_pb2.ClassifyResponse:
-    return detection_pb2.ClassifyResponse(
-        model=result.model,
-        version=result.version,
-        predictions=[
-            detection_pb2.Classification(label=p.label, class_id=p.class_id, score=p.score) for p in result.predictions
-        ],
     )
 
 

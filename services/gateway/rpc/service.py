@@ -24,7 +24,7 @@ import grpc
 
 from services import errors
 from services.gateway import metrics
-from services.gateway.api.disconnect import CLIENT_CLOSED_REQUEST
+from services.gateway.calls import CLIENT_CLOSED_REQUEST
 from services.gateway.config import GatewaySettings
 from services.gateway.dataplane import Dataplane
 from services.gateway.rpc import convert
@@ -47,7 +47,7 @@ class DetectionServicer(detection_pb2_grpc.DetectionServiceServicer):
         with self._dataplane.admit():
             result = await self._dataplane.detect(convert.detect_request(request))
         current_call().version = result.version
-        return convert.detect_response(result)
+        return result.to_proto()
 
     async def Annotate(
         self, request: detection_pb2.AnnotateRequest, context: _Context
@@ -59,7 +59,7 @@ class DetectionServicer(detection_pb2_grpc.DetectionServiceServicer):
             annotated = await self._dataplane.annotate(convert.detect_request(request.request), media_type)
         call.version = annotated.result.version
         return detection_pb2.AnnotateResponse(
-            result=convert.detect_response(annotated.result),
+            result=annotated.result.to_proto(),
             image=detection_pb2.Image(data=annotated.image, content_type=annotated.media_type),
         )
 
@@ -69,7 +69,7 @@ class DetectionServicer(detection_pb2_grpc.DetectionServiceServicer):
         with self._dataplane.admit():
             result = await self._dataplane.classify(convert.classify_request(request))
         current_call().version = result.version
-        return convert.classify_response(result)
+        return result.to_proto()
 
     async def ListModels(self, request: model_pb2.ListModelsRequest, context: _Context) -> model_pb2.ListModelsResponse:
         return model_pb2.ListModelsResponse(
@@ -127,7 +127,7 @@ class DetectionServicer(detection_pb2_grpc.DetectionServiceServicer):
             with self._dataplane.admit():
                 result = await self._dataplane.detect(convert.detect_request(frame.request))
             version, status = result.version, 200
-            return detection_pb2.DetectStreamResponse(frame_id=frame.frame_id, result=convert.detect_response(result))
+            return detection_pb2.DetectStreamResponse(frame_id=frame.frame_id, result=result.to_proto())
         except errors.SpotterError as err:
             status = record_failure(_STREAM_ENDPOINT, model, err)
             return detection_pb2.DetectStreamResponse(frame_id=frame.frame_id, error=convert.frame_error(err))

@@ -15,18 +15,11 @@ from fastapi.routing import APIRoute
 from services.errors import NotFound
 from services.gateway.api.deps import DataplaneDep, InferenceKeyDep, SettingsDep
 from services.gateway.api.disconnect import unless_disconnected
-from services.gateway.api.schemas import (
-    ClassifyQuery,
-    ClassifyResponse,
-    DetectQuery,
-    DetectResponse,
-    ErrorResponse,
-    ModelBody,
-    ModelListResponse,
-)
+from services.gateway.api.schemas import ClassifyQuery, DetectQuery, ErrorResponse, ModelBody, ModelListResponse
 from services.gateway.api.uploads import IMAGE_BODY_OPENAPI, read_image
 from services.gateway.dataplane import ClassifyRequest, DetectRequest
 from services.vision.draw import negotiate_media_type
+from services.vision.results import ClassifyResult, DetectResult
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
@@ -57,7 +50,13 @@ def _detect_request(name: str, data: bytes, content_type: str | None, query: Det
     )
 
 
-@router.post("/models/{name}:detect", openapi_extra=IMAGE_BODY_OPENAPI, responses=_ERRORS)
+def _json(body: bytes) -> Response:
+    """A result's JSON, written by the result itself: the route's ``response_model`` only documents it (FastAPI
+    would validate the result again before writing it, per request)."""
+    return Response(body, media_type="application/json")
+
+
+@router.post("/models/{name}:detect", openapi_extra=IMAGE_BODY_OPENAPI, responses=_ERRORS, response_model=DetectResult)
 async def detect(
     name: str,
     query: Annotated[DetectQuery, Query()],
@@ -65,7 +64,7 @@ async def detect(
     dataplane: DataplaneDep,
     settings: SettingsDep,
     _: InferenceKeyDep,
-) -> DetectResponse:
+) -> Response:
     """Detect objects in an image; boxes in pixels of the original image."""
     request.state.spotter_model = name
     with dataplane.admit():
@@ -73,7 +72,7 @@ async def detect(
         detect_request = _detect_request(name, data, content_type, query)
         result = await unless_disconnected(request, dataplane.detect(detect_request))
     request.state.spotter_version = result.version
-    return DetectResponse.of(result)
+    return _json(result.to_json())
 
 
 @router.post(
@@ -106,7 +105,9 @@ async def annotate(
     )
 
 
-@router.post("/models/{name}:classify", openapi_extra=IMAGE_BODY_OPENAPI, responses=_ERRORS)
+@router.post(
+    "/models/{name}:classify", openapi_extra=IMAGE_BODY_OPENAPI, responses=_ERRORS, response_model=ClassifyResult
+)
 async def classify(
     name: str,
     query: Annotated[ClassifyQuery, Query()],
@@ -114,7 +115,7 @@ async def classify(
     dataplane: DataplaneDep,
     settings: SettingsDep,
     _: InferenceKeyDep,
-) -> ClassifyResponse:
+) -> Response:
     """Classify an image: the top-k labels and their scores."""
     request.state.spotter_model = name
     with dataplane.admit():
@@ -129,7 +130,7 @@ async def classify(
         )
         result = await unless_disconnected(request, dataplane.classify(classify_request))
     request.state.spotter_version = result.version
-    return ClassifyResponse.of(result)
+    return _json(result.to_json())
 
 
 @router.get("/models")
