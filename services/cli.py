@@ -13,6 +13,7 @@ from services.modelserver import cli as modelserver_cli
 from services.training import cli as training_cli
 from services.training.datasets import cli as dataset_cli
 from services.worker import cli as worker_cli
+from services.worker.local import run_chain
 
 app = typer.Typer(
     name="spotter",
@@ -29,7 +30,7 @@ modelserver_cli.register(app)
 dataset_cli.register(app)
 worker_cli.register(app)
 training_cli.register(app)
-jobs_cli.register(app)
+jobs_cli.register(app, run_local=run_chain)
 
 
 def main() -> None:

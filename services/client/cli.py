@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -11,8 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.client.rest import DetectResult, RestClient
+from services.client.rest import RestClient
 from services.errors import SpotterError
+from services.files import atomic_write
+from services.vision.results import DetectResult
 
 
 def detect(
@@ -39,26 +40,16 @@ def detect(
             if annotate is not None:
                 accept = "image/png" if annotate.suffix.lower() == ".png" else "image/jpeg"
                 drawn = client.annotate(image, model=model, accept=accept, tile=tile, **options)  # type: ignore[arg-type]
-                _write_aside(annotate, drawn.image)
+                atomic_write(annotate, drawn.image)
     except SpotterError as err:
         Console(stderr=True).print(f"[red]{err.code}[/red]: {err.message}")
         raise typer.Exit(1) from None
     if as_json:
-        typer.echo(json.dumps(_as_dict(result), indent=2))
+        typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
         console.print(_table(image, result))
     if annotate is not None and not as_json:
         console.print(f"annotated image written to {annotate}")
-
-
-def _as_dict(result: DetectResult) -> dict[str, object]:
-    return {
-        "model": result.model,
-        "version": result.version,
-        "width": result.width,
-        "height": result.height,
-        "detections": [d.to_dict() for d in result.detections],
-    }
 
 
 def _table(image: Path, result: DetectResult) -> Table:
@@ -73,17 +64,6 @@ def _table(image: Path, result: DetectResult) -> Table:
     for d in result.detections:
         table.add_row(d.label, f"{d.score:.3f}", *(f"{v:.1f}" for v in d.box.as_tuple()))
     return table
-
-
-def _write_aside(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        temporary.write_bytes(data)
-        temporary.replace(path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,8 +1,9 @@
-"""One Keras ``fit`` for every kind of model, with what a training job needs around it: a checkpoint every epoch
-(resumable: weights, optimizer state, history, early-stopping state), early stopping on validation loss, TensorBoard
-logs, and progress (epoch, step, percent, losses) reported while it runs. A loss that becomes NaN or infinite fails
-the fit with :class:`~services.errors.TrainingDiverged` (:class:`~services.training.train.StopOnNonFiniteLoss`)
-before that epoch's checkpoint is written.
+"""The one fit loop: a Keras ``fit`` for every kind of model (the train job's, the demo's and the examples'), with
+what a training job needs around it: a checkpoint every epoch (resumable: weights, optimizer state, history,
+early-stopping state), early stopping on validation loss, TensorBoard logs, and progress (epoch, step, percent,
+losses) reported and logged while it runs. A loss that becomes NaN or infinite fails the fit with
+:class:`~services.errors.TrainingDiverged` (:class:`StopOnNonFiniteLoss`) before that epoch's checkpoint is written.
+Without a checkpoint folder (the demo's fit, :func:`services.training.train.fit_detector`) nothing is saved.
 
 Early stopping is done here rather than by ``keras.callbacks.EarlyStopping`` because its state (best loss, epochs
 without improvement) must survive a resume: it is part of every checkpoint.
@@ -21,8 +22,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from services.errors import TrainingDiverged
 from services.training.checkpoints import save_checkpoint
-from services.training.train import StopOnNonFiniteLoss
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +67,51 @@ class FitState:
 @dataclass(frozen=True, slots=True)
 class FitPlan:
     """How long and where: total ``epochs`` (a resumed run goes on to the same total), ``steps_per_epoch``,
-    ``patience`` (epochs without a better validation loss before stopping; 0 = never), and the run's folders.
-    ``share`` is the part of the job's percent that training covers (the rest is for what comes after)."""
+    ``patience`` (epochs without a better validation loss before stopping; 0 = never), and the run's folders
+    (``checkpoints`` ``None``: nothing is saved). ``share`` is the part of the job's percent that training covers
+    (the rest is for what comes after); ``log_every`` is how many steps apart the loss is logged."""
 
     epochs: int
     steps_per_epoch: int
     patience: int
-    checkpoints: Path
+    checkpoints: Path | None
     tensorboard: Path | None
     share: float = 90.0
+    log_every: int = 50
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):  # type: ignore[misc]
+    """Fails the fit at the first step whose loss (or, at an epoch's end, validation loss) is NaN or infinite.
+
+    Like ``keras.callbacks.TerminateOnNaN``, but it raises :class:`~services.errors.TrainingDiverged` instead of
+    quietly stopping: a stopped fit would look finished and keep (and export) weights that are NaN. The error is
+    raised before the epoch's checkpoint is written, so the run keeps only weights from before the divergence.
+    """
+
+    def __init__(self, learning_rate: float | None = None) -> None:
+        super().__init__()
+        self.learning_rate = learning_rate
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._check((logs or {}).get("loss"), f"epoch {self.epoch + 1} step {batch + 1}", "loss")
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._check((logs or {}).get("val_loss"), f"epoch {epoch + 1}", "validation loss")
+
+    def _check(self, value: Any, where: str, what: str) -> None:
+        if value is None or math.isfinite(float(value)):
+            return
+        rate = f" (learning_rate {self.learning_rate:g})" if self.learning_rate is not None else ""
+        self.model.stop_training = True
+        raise TrainingDiverged(
+            f"training diverged: the {what} became {float(value)} at {where}; lower the learning rate{rate}, and "
+            "check the dataset's boxes",
+            details={"where": where, "metric": what},
+        )
 
 
 class _Checkpointing(keras.callbacks.Callback):  # type: ignore[misc]
@@ -109,12 +146,14 @@ class _Checkpointing(keras.callbacks.Callback):  # type: ignore[misc]
                 self.model.stop_training = True
         else:
             self.state.best_epoch = done  # no validation data: the latest is the best there is
-        save_checkpoint(self.plan.checkpoints, done, self.model, self.state.to_dict(), best=self.state.best_epoch)
+        if self.plan.checkpoints is not None:
+            save_checkpoint(self.plan.checkpoints, done, self.model, self.state.to_dict(), best=self.state.best_epoch)
         self.on_epoch(done, self.state)
 
 
 class _Progress(keras.callbacks.Callback):  # type: ignore[misc]
-    """Reports epoch, step, percent and the running loss every step (the reporter throttles what it saves)."""
+    """Reports epoch, step, percent and the running loss every step (the reporter throttles what it saves), and logs
+    them every ``plan.log_every`` steps and at each epoch's end (the fit runs with ``verbose=0``)."""
 
     def __init__(self, plan: FitPlan, report: Report, batch_size: int) -> None:
         super().__init__()
@@ -135,6 +174,15 @@ class _Progress(keras.callbacks.Callback):  # type: ignore[misc]
         total = self.plan.epochs * self.plan.steps_per_epoch
         rate = step * self.batch_size / max(time.monotonic() - self.started, 1e-6)
         loss = float((logs or {}).get("loss", float("nan")))
+        if self.plan.log_every and step % self.plan.log_every == 0:
+            log.info(
+                "epoch %d step %d/%d loss %.4f (%.1f images/s)",
+                self.epoch + 1,
+                step,
+                self.plan.steps_per_epoch,
+                loss,
+                rate,
+            )
         self.report(
             progress=self.plan.share * done / total,
             stage="training",
@@ -152,10 +200,11 @@ class _Progress(keras.callbacks.Callback):  # type: ignore[misc]
         self.last = metrics
         took = time.monotonic() - self.started
         log.info(
-            "epoch %d/%d done in %.0f s: %s",
+            "epoch %d/%d done in %.0f s (%.1f images/s): %s",
             epoch + 1,
             self.plan.epochs,
             took,
+            self.plan.steps_per_epoch * self.batch_size / max(took, 1e-6),
             " ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())),
         )
         self.report(
@@ -180,7 +229,7 @@ def fit_run(
     state: FitState,
     initial_epoch: int,
     batch_size: int,
-    report: Report,
+    report: Report = lambda **fields: None,
     on_epoch: Callable[[int, FitState], None] = lambda epoch, state: None,
     learning_rate: float | None = None,
 ) -> FitState:

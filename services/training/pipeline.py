@@ -20,26 +20,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from services.errors import InvalidParameter
+from services.jobs.params import EvaluateParams, ExportParams, TrainParams
 from services.training import plots
 from services.training.checkpoints import checkpoint_for_epoch, latest_checkpoint, restore_checkpoint
-from services.training.classifier import ClassifierConfig
-from services.training.crops import TrainViews, decide_views, tiles_datasets
+from services.training.checks import complete_run, dataset_classes, model_kind, train_identity
+from services.training.crops import decide_views
 from services.training.datasets.storage import DatasetStore
-from services.training.detector import DetectorConfig
-from services.training.export import existing_versions, publish, staging_dir
+from services.training.export import existing_versions, export_staging, publish
 from services.training.fitting import FitPlan, FitState, fit_run
 from services.training.gate import run_gate
-from services.training.models import ModelSpec, default_steps, load_final, save_final
-from services.training.params import (
-    EvaluateParams,
-    ExportParams,
-    TrainParams,
-    complete_run,
-    dataset_classes,
-    model_kind,
-    train_identity,
-    weights_file,
-)
+from services.training.models import default_steps, load_final, save_final
+from services.training.results import EvaluationReport, ExportResult, TrainResult
+from services.training.run_setup import init_weights, model_spec, train_datasets
 from services.training.runs import RunInfo, RunStore, identity_differences
 from services.training.scoring import (
     export_predictor,
@@ -69,55 +61,52 @@ class Reporter(Protocol):
     def write_json(self, name: str, body: Any) -> Path: ...
 
 
-def bn_momentum(steps_per_epoch: int) -> float:
-    """Batch-norm momentum for a run: moving averages over about a quarter of an epoch (at least 10 steps, at most
-    the 0.99 the demo uses), so the validation loss at each epoch's end is computed with current statistics.
+def _open_run(params: TrainParams, runs: RunStore, identity: dict[str, Any]) -> RunInfo | None:
+    """The run's record if it is to be resumed (``None``: a new run, or one restarted, its files discarded).
 
-    With Keras's 0.999 (or even 0.99) and a few dozen steps per epoch, inference-mode statistics lag the weights by
-    many epochs: the validation loss stalls while the training loss falls, and early stopping would stop a run that
-    is learning. (The final weights get exact statistics anyway: see ``recalibrate_batch_norm``.)
+    Raises:
+        InvalidParameter: the run was started with other settings, or is complete.
     """
-    return min(0.99, 1.0 - 1.0 / max(10.0, steps_per_epoch / 4))
+    assert params.run is not None
+    info = runs.info(params.run)
+    if info is not None and params.restart:
+        log.info("restarting run %s: its checkpoints and weights are discarded", params.run)
+        for part in ("checkpoints", "final", "tensorboard"):
+            shutil.rmtree(runs.path(params.run) / part, ignore_errors=True)
+        return None
+    if info is not None:
+        differences = identity_differences(info.identity, identity)
+        if differences:
+            raise InvalidParameter(f"run {params.run!r} was started with other settings: {'; '.join(differences)}")
+        if info.complete:
+            raise InvalidParameter(f"run {params.run!r} is already complete")
+    return info
 
 
-def _spec(
-    params: TrainParams, kind: str, classes: tuple[str, ...], data_dir: Path, steps: int, views: TrainViews
-) -> ModelSpec:
-    # A run started from another run's weights needs no pretrained backbone: they are overwritten at once.
-    weights = None if params.weights == "none" or params.init_from_run or params.init_from_model else params.weights
-    if weights not in (None, "imagenet"):
-        weights = str(weights_file(weights, data_dir))
-    momentum = bn_momentum(steps)
-    if kind == "detector":
-        return ModelSpec(
-            kind,
-            DetectorConfig(
-                classes=classes,
-                input_size=params.input_size,
-                backbone=params.backbone,
-                alpha=params.alpha,
-                weights=weights,
-                max_detections=params.max_detections,
-                bn_momentum=momentum,
-                views=views.views,
-                crop_size=views.crop_size,
-                object_size_px=views.object_size_px,
-            ),
-        )
-    return ModelSpec(
-        kind,
-        ClassifierConfig(
-            classes=classes,
-            input_size=params.input_size,
-            backbone=params.backbone,
-            alpha=params.alpha,
-            weights=weights,
-            bn_momentum=momentum,
-        ),
+def _start_weights(
+    model: Any, params: TrainParams, runs: RunStore, resumable: bool, model_root: Path | None
+) -> tuple[FitState, int]:
+    """Resume from the run's last checkpoint, or start from another run's or model's weights (or the builder's):
+    the fit's state and the epoch it starts from."""
+    run_dir = runs.path(str(params.run))
+    checkpoint = latest_checkpoint(run_dir / "checkpoints") if resumable else None
+    if checkpoint is None:
+        if params.init_from_run is not None or params.init_from_model is not None:
+            init_weights(model, params, runs, model_root)
+        return FitState(), 0
+    restore_checkpoint(checkpoint, model)
+    state = FitState.from_dict(checkpoint.state)
+    state.resumed_from = checkpoint.epoch
+    log.info(
+        "resuming run %s from its epoch-%d checkpoint (optimizer step %d)",
+        params.run,
+        checkpoint.epoch,
+        int(model.optimizer.iterations.numpy()),
     )
+    return state, checkpoint.epoch
 
 
-def train(params: TrainParams, reporter: Reporter, data_dir: Path, model_root: Path | None = None) -> dict[str, Any]:
+def train(params: TrainParams, reporter: Reporter, data_dir: Path, model_root: Path | None = None) -> TrainResult:
     """Train (or resume) ``params.run``; the job's result (see the module's text). ``model_root`` is where
     ``init_from_model`` is read."""
     if params.run is None:
@@ -129,29 +118,72 @@ def train(params: TrainParams, reporter: Reporter, data_dir: Path, model_root: P
     identity = train_identity(params, manifest)
     runs = RunStore(data_dir)
     run_dir = runs.path(params.run)
-    info = runs.info(params.run)
-    if info is not None and params.restart:
-        log.info("restarting run %s: its checkpoints and weights are discarded", params.run)
-        for part in ("checkpoints", "final", "tensorboard"):
-            shutil.rmtree(run_dir / part, ignore_errors=True)
-        info = None
-    if info is not None:
-        differences = identity_differences(info.identity, identity)
-        if differences:
-            raise InvalidParameter(f"run {params.run!r} was started with other settings: {'; '.join(differences)}")
-        if info.complete:
-            raise InvalidParameter(f"run {params.run!r} is already complete")
+    resumed = _open_run(params, runs, identity)
     reporter.update(stage="preparing", message=f"building a {kind} for {len(classes)} classes", force=True)
     seed_everything(params.seed, deterministic_ops=params.deterministic)
     train_images = manifest.counts["train"].images
-    train_files = [folder / f for f in manifest.record_files("train")]
-    views = decide_views(params, kind, train_files)
+    views = decide_views(params, kind, [folder / f for f in manifest.record_files("train")])
     reporter.update(message=f"views {views.views}: {views.reason}", force=True)
     steps = params.steps_per_epoch or default_steps(views.crops or train_images, params.batch_size)
-    spec = _spec(params, kind, classes, data_dir, steps, views)
-    total = params.epochs * steps
-    warmup = params.warmup_steps if params.warmup_steps is not None else min(200, total // 10)
-    config = TrainConfig(
+    spec = model_spec(params, kind, classes, data_dir, steps, views)
+    config = _config(params, steps)
+    model = spec.build()
+    spec.compile(model, config)
+    state, initial_epoch = _start_weights(model, params, runs, resumed is not None, model_root)
+    info = RunInfo(params.run, identity, spec.to_dict(), params.model_dump(), epochs_done=initial_epoch)
+    runs.write_info(info)
+    runs.claim(params.run, reporter.id)
+
+    # Each resume shifts the augmentation seed, so a resumed run does not replay its first epochs' crops.
+    train_data, validation_data = train_datasets(
+        spec, params, views, manifest, folder, seed=params.seed + initial_epoch, train_size=config.train_size
+    )
+    log.info(
+        "training run %s: %s on %s v%d (%d train images), %d epochs x %d steps, batch %d, %d parameters",
+        params.run,
+        kind,
+        manifest.name,
+        manifest.version,
+        manifest.counts["train"].images,
+        params.epochs,
+        steps,
+        params.batch_size,
+        model.count_params(),
+    )
+    started = time.monotonic()
+    state = _fit(model, params, (train_data, validation_data), steps, runs, info, state, initial_epoch, reporter)
+    train_seconds = time.monotonic() - started
+    epochs_done = len(next(iter(state.history.values()), []))
+    _keep_best(model, state, run_dir, validated=validation_data is not None, epochs_done=epochs_done)
+    reporter.update(progress=92.0, stage="finishing", message="recalibrating batch-norm statistics", force=True)
+    recalibrate_batch_norm(model, train_data, min(50, max(steps, 10)))
+    save_final(run_dir / "final", spec, model)
+    runs.write_info(replace(info, state="complete", epochs_done=epochs_done, history=state.history))
+    seen = (epochs_done - initial_epoch) * steps * params.batch_size
+    _write_metrics(reporter, params, state, validated=validation_data is not None, seconds=train_seconds, seen=seen)
+    return TrainResult(
+        run=params.run,
+        run_dir=str(run_dir),
+        kind=kind,
+        dataset=manifest.name,
+        dataset_version=manifest.version,
+        epochs_done=epochs_done,
+        best_epoch=state.best_epoch,
+        stopped_early=state.stopped_early,
+        resumed_from_epoch=state.resumed_from,
+        metrics={k: v[-1] for k, v in state.history.items() if v},
+        train_seconds=round(train_seconds, 1),
+        views=views.views,
+        views_reason=views.reason,
+        weights=str(run_dir / "final"),
+        tensorboard=str(run_dir / "tensorboard"),
+    )
+
+
+def _config(params: TrainParams, steps: int) -> TrainConfig:
+    """How the model is compiled: AdamW's schedule (warm-up: 10 % of the steps, at most 200, unless given)."""
+    warmup = params.warmup_steps if params.warmup_steps is not None else min(200, params.epochs * steps // 10)
+    return TrainConfig(
         epochs=params.epochs,
         steps_per_epoch=steps,
         batch_size=params.batch_size,
@@ -160,76 +192,30 @@ def train(params: TrainParams, reporter: Reporter, data_dir: Path, model_root: P
         warmup_steps=warmup,
         seed=params.seed,
     )
-    model = spec.build()
-    spec.compile(model, config)
 
-    state, initial_epoch = FitState(), 0
-    checkpoint = latest_checkpoint(run_dir / "checkpoints") if info is not None else None
-    if checkpoint is not None:
-        restore_checkpoint(checkpoint, model)
-        state = FitState.from_dict(checkpoint.state)
-        initial_epoch = state.resumed_from = checkpoint.epoch
-        log.info(
-            "resuming run %s from its epoch-%d checkpoint (optimizer step %d)",
-            params.run,
-            checkpoint.epoch,
-            int(model.optimizer.iterations.numpy()),
-        )
-    elif params.init_from_run is not None or params.init_from_model is not None:
-        _init_weights(model, params, runs, model_root)
-    info = RunInfo(params.run, identity, spec.to_dict(), params.model_dump(), epochs_done=initial_epoch)
-    runs.write_info(info)
-    runs.claim(params.run, reporter.id)
 
-    # Each resume shifts the augmentation seed, so a resumed run does not replay its first epochs' crops.
-    validation_files = [folder / f for f in manifest.record_files("validation")]
-    validation_images = manifest.counts["validation"].images if "validation" in manifest.counts else 0
-    if views.views == "tiles":
-        train_data, validation_data = tiles_datasets(
-            spec,
-            params,
-            views,
-            train_files,
-            validation_files if validation_images else [],
-            seed=params.seed + initial_epoch,
-        )
-    else:
-        train_data = spec.dataset(
-            train_files,
-            images=train_images,
-            batch_size=params.batch_size,
-            seed=params.seed + initial_epoch,
-            train_size=config.train_size,
-        )
-        validation_data = (
-            spec.dataset(
-                validation_files, images=validation_images, batch_size=params.batch_size, seed=None, train_size=None
-            )
-            if validation_files and validation_images
-            else None
-        )
+def _fit(
+    model: Any,
+    params: TrainParams,
+    data: tuple[Any, Any | None],
+    steps: int,
+    runs: RunStore,
+    info: RunInfo,
+    state: FitState,
+    initial_epoch: int,
+    reporter: Reporter,
+) -> FitState:
+    """The run's fit (:func:`~services.training.fitting.fit_run`), ``run.json`` updated after every epoch."""
+    run_dir = runs.path(info.name)
     plan = FitPlan(params.epochs, steps, params.patience, run_dir / "checkpoints", run_dir / "tensorboard")
-    log.info(
-        "training run %s: %s on %s v%d (%d train images), %d epochs x %d steps, batch %d, %d parameters",
-        params.run,
-        kind,
-        manifest.name,
-        manifest.version,
-        train_images,
-        params.epochs,
-        steps,
-        params.batch_size,
-        model.count_params(),
-    )
 
     def on_epoch(done: int, fit: FitState) -> None:
         runs.write_info(replace(info, epochs_done=done, history=fit.history))
 
-    started = time.monotonic()
-    state = fit_run(
+    return fit_run(
         model,
-        train_data,
-        validation_data,
+        data[0],
+        data[1],
         plan,
         state=state,
         initial_epoch=initial_epoch,
@@ -238,77 +224,41 @@ def train(params: TrainParams, reporter: Reporter, data_dir: Path, model_root: P
         on_epoch=on_epoch,
         learning_rate=params.learning_rate,
     )
-    train_seconds = time.monotonic() - started
-    epochs_done = len(next(iter(state.history.values()), []))
-    # Early stopping keeps the best epoch's weights; a run that went the distance keeps its last ones (with a few
-    # steps an epoch, inference-mode validation lags the weights, and "best" would often be the first epoch).
-    if validation_data is not None and state.stopped_early and state.best_epoch and state.best_epoch != epochs_done:
+
+
+def _keep_best(model: Any, state: FitState, run_dir: Path, *, validated: bool, epochs_done: int) -> None:
+    """Early stopping keeps the best epoch's weights; a run that went the distance keeps its last ones (with a few
+    steps an epoch, inference-mode validation lags the weights, and "best" would often be the first epoch)."""
+    if validated and state.stopped_early and state.best_epoch and state.best_epoch != epochs_done:
         best = checkpoint_for_epoch(run_dir / "checkpoints", state.best_epoch)
         if best is not None:
             log.info("keeping epoch %d's weights (best validation loss %.4f)", state.best_epoch, state.best_loss)
             restore_checkpoint(best, model, optimizer=False)
-    reporter.update(progress=92.0, stage="finishing", message="recalibrating batch-norm statistics", force=True)
-    recalibrate_batch_norm(model, train_data, min(50, max(steps, 10)))
-    save_final(run_dir / "final", spec, model)
-    runs.write_info(replace(info, state="complete", epochs_done=epochs_done, history=state.history))
 
+
+def _write_metrics(
+    reporter: Reporter, params: TrainParams, state: FitState, *, validated: bool, seconds: float, seen: int
+) -> None:
+    """The training curve, ``metrics.json`` and the last epoch's metrics in the job's record."""
     marks = {"best": state.best_epoch} if state.best_epoch else {}
     if state.resumed_from:
         marks["resumed"] = state.resumed_from
     plots.training_curve(
         state.history, reporter.artifacts / "training_curve.png", title=f"run {params.run}", marks=marks
     )
-    last = {k: v[-1] for k, v in state.history.items() if v}
     metrics = {
         "history": state.history,
         "best_epoch": state.best_epoch,
-        "best_val_loss": state.best_loss if validation_data is not None else None,
+        "best_val_loss": state.best_loss if validated else None,
         "stopped_early": state.stopped_early,
         "resumed_from_epoch": state.resumed_from,
-        "train_seconds": round(train_seconds, 1),
-        "images_per_second": round(
-            (epochs_done - initial_epoch) * steps * params.batch_size / max(train_seconds, 1e-6), 1
-        ),
+        "train_seconds": round(seconds, 1),
+        "images_per_second": round(seen / max(seconds, 1e-6), 1),
     }
     reporter.write_json("metrics.json", metrics)
+    last = {k: v[-1] for k, v in state.history.items() if v}
+    epochs_done = len(next(iter(state.history.values()), []))
     reporter.update(metrics=last, epochs_done=epochs_done, force=True)
-    return {
-        "run": params.run,
-        "run_dir": str(run_dir),
-        "kind": kind,
-        "dataset": manifest.name,
-        "dataset_version": manifest.version,
-        "epochs_done": epochs_done,
-        "best_epoch": state.best_epoch,
-        "stopped_early": state.stopped_early,
-        "resumed_from_epoch": state.resumed_from,
-        "metrics": last,
-        "train_seconds": round(train_seconds, 1),
-        "views": views.views,
-        "views_reason": views.reason,
-        "weights": str(run_dir / "final"),
-        "tensorboard": str(run_dir / "tensorboard"),
-    }
-
-
-def _init_weights(model: Any, params: TrainParams, runs: RunStore, model_root: Path | None) -> None:
-    """Start a new run from another run's final weights, or from a published detector version's."""
-    import tensorflow as tf
-
-    if params.init_from_run is not None:
-        source = f"run {params.init_from_run}"
-        weights = load_final(runs.path(params.init_from_run) / "final")[1].get_weights()
-    else:
-        if model_root is None or params.init_from_version is None:
-            raise InvalidParameter("init_from_model needs the model root and a version (checked at submit)")
-        source = f"model {params.init_from_model} version {params.init_from_version}"
-        loaded = tf.saved_model.load(str(model_root / str(params.init_from_model) / str(params.init_from_version)))
-        weights = [v.numpy() for v in loaded.weights]
-    try:
-        model.set_weights(weights)
-    except ValueError as exc:
-        raise InvalidParameter(f"{source}'s weights do not fit this model: {exc}") from exc
-    log.info("run %s starts from %s's weights", params.run, source)
 
 
 def _progress(reporter: Reporter, start: float, end: float, stage: str) -> Any:
@@ -320,7 +270,7 @@ def _progress(reporter: Reporter, start: float, end: float, stage: str) -> Any:
     return report
 
 
-def evaluate(params: EvaluateParams, reporter: Reporter, data_dir: Path, model_root: Path) -> dict[str, Any]:
+def evaluate(params: EvaluateParams, reporter: Reporter, data_dir: Path, model_root: Path) -> EvaluationReport:
     """Evaluate a run's final weights or a published version; the job's result (headline numbers, no curves)."""
     import tensorflow as tf
 
@@ -375,10 +325,12 @@ def evaluate(params: EvaluateParams, reporter: Reporter, data_dir: Path, model_r
     }
     log.info("evaluation of %s on %s v%d %s: %s", source, dataset, manifest.version, params.split, summary)
     reporter.update(metrics={k: v for k, v in summary.items() if isinstance(v, float)}, force=True)
-    return {**summary, "per_class": per_class, "report": str(reporter.artifacts / "evaluation.json")}
+    return EvaluationReport.model_validate(
+        {**summary, "per_class": per_class, "report": str(reporter.artifacts / "evaluation.json")}
+    )
 
 
-def export(params: ExportParams, reporter: Reporter, data_dir: Path, model_root: Path) -> dict[str, Any]:
+def export(params: ExportParams, reporter: Reporter, data_dir: Path, model_root: Path) -> ExportResult:
     """Export a complete run, gate it, publish it; the job's result: the version, its folder, the gate's numbers."""
     info = complete_run(params.run, data_dir)
     reporter.update(stage="loading", message=f"loading run {params.run}", force=True)
@@ -388,27 +340,26 @@ def export(params: ExportParams, reporter: Reporter, data_dir: Path, model_root:
     manifest, examples = read_split(data_dir, dataset, version, params.split)
     model_dir = model_root / params.model
     created = not model_dir.exists()
-    staging = staging_dir(model_dir)
     try:
-        reporter.update(progress=10.0, stage="exporting", message=f"exporting to {staging.name}", force=True)
-        metadata = {"run": params.run, "dataset": f"{manifest.name}/{manifest.version}", "job": reporter.id}
-        spec.export(model, staging, model_name=params.model, metadata=metadata)
-        reporter.update(progress=40.0, stage="gate", message="checking and scoring the export", force=True)
-        gate = run_gate(
-            staging,
-            kind=spec.kind,
-            classes=spec.classes,
-            size=spec.input_size,
-            max_detections=spec.max_detections,
-            examples=examples,
-            model_dir=model_dir,
-            threshold=params.threshold,
-            force=params.force,
-        )
-        reporter.write_json("gate.json", gate.to_dict())
-        number = publish(staging, model_dir)
+        with export_staging(model_dir) as staging:
+            reporter.update(progress=10.0, stage="exporting", message=f"exporting to {staging.parent.name}", force=True)
+            metadata = {"run": params.run, "dataset": f"{manifest.name}/{manifest.version}", "job": reporter.id}
+            spec.export(model, staging, model_name=params.model, metadata=metadata)
+            reporter.update(progress=40.0, stage="gate", message="checking and scoring the export", force=True)
+            gate = run_gate(
+                staging,
+                kind=spec.kind,
+                classes=spec.classes,
+                size=spec.input_size,
+                max_detections=spec.max_detections,
+                examples=examples,
+                model_dir=model_dir,
+                threshold=params.threshold,
+                force=params.force,
+            )
+            reporter.write_json("gate.json", gate.to_dict())
+            number = publish(staging, model_dir)
     except BaseException as exc:
-        shutil.rmtree(staging, ignore_errors=True)
         details = getattr(exc, "details", None)
         if isinstance(details, dict) and "metric" in details:
             reporter.write_json("gate.json", details)
@@ -417,11 +368,11 @@ def export(params: ExportParams, reporter: Reporter, data_dir: Path, model_root:
         raise
     path = model_dir / str(number)
     log.info("published %s version %d (%s)", params.model, number, gate.reason)
-    return {
-        "model": params.model,
-        "version": number,
-        "path": str(path),
-        "versions": existing_versions(model_dir),
-        "run": params.run,
-        "gate": gate.to_dict(),
-    }
+    return ExportResult(
+        model=params.model,
+        version=number,
+        path=str(path),
+        versions=existing_versions(model_dir),
+        run=params.run,
+        gate=gate.to_dict(),
+    )

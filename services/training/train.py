@@ -1,24 +1,20 @@
 """The detector's training core: seeding, compiling and fitting, with progress in the log.
 
-Thin on purpose: the training job (checkpoints, resume, early stopping, TensorBoard, progress in ``job.meta``) adds
-Keras callbacks around :func:`fit_detector` rather than a second training loop.
+Thin on purpose: the fit itself is :func:`services.training.fitting.fit_run`, the one loop the training job
+(checkpoints, resume, early stopping, TensorBoard, progress in ``job.meta``) runs too.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from services.errors import TrainingDiverged
 from services.training.detector import DetectorConfig
+from services.training.fitting import FitPlan, FitState, fit_run
 from services.training.losses import CenterNetLoss
 
 log = logging.getLogger(__name__)
@@ -74,78 +70,6 @@ def compile_detector(model: keras.Model, detector: DetectorConfig, train: TrainC
     )
     optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=train.weight_decay, clipnorm=10.0)
     model.compile(optimizer=optimizer, loss=CenterNetLoss(detector.num_classes))
-
-
-class StopOnNonFiniteLoss(keras.callbacks.Callback):  # type: ignore[misc]
-    """Fails the fit at the first step whose loss (or, at an epoch's end, validation loss) is NaN or infinite.
-
-    Like ``keras.callbacks.TerminateOnNaN``, but it raises :class:`~services.errors.TrainingDiverged` instead of
-    quietly stopping: a stopped fit would look finished and keep (and export) weights that are NaN. The error is
-    raised before the epoch's checkpoint is written, so the run keeps only weights from before the divergence.
-    """
-
-    def __init__(self, learning_rate: float | None = None) -> None:
-        super().__init__()
-        self.learning_rate = learning_rate
-        self.epoch = 0
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        self._check((logs or {}).get("loss"), f"epoch {self.epoch + 1} step {batch + 1}", "loss")
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._check((logs or {}).get("val_loss"), f"epoch {epoch + 1}", "validation loss")
-
-    def _check(self, value: Any, where: str, what: str) -> None:
-        if value is None or math.isfinite(float(value)):
-            return
-        rate = f" (learning_rate {self.learning_rate:g})" if self.learning_rate is not None else ""
-        self.model.stop_training = True
-        raise TrainingDiverged(
-            f"training diverged: the {what} became {float(value)} at {where}; lower the learning rate{rate}, and "
-            "check the dataset's boxes",
-            details={"where": where, "metric": what},
-        )
-
-
-class ProgressLog(keras.callbacks.Callback):  # type: ignore[misc]
-    """Logs the loss and throughput every ``every`` steps and at each epoch's end (fit runs with ``verbose=0``)."""
-
-    def __init__(self, batch_size: int, steps_per_epoch: int, every: int = 50) -> None:
-        super().__init__()
-        self.batch_size = batch_size
-        self.steps_per_epoch = steps_per_epoch
-        self.every = every
-        self.started = time.monotonic()
-        self.epoch = 0
-        self.images_per_second = 0.0
-
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self.started = time.monotonic()
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.epoch = epoch
-        self.epoch_started = time.monotonic()
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if (batch + 1) % self.every == 0:
-            rate = (batch + 1) * self.batch_size / (time.monotonic() - self.epoch_started)
-            log.info(
-                "epoch %d step %d/%d loss %.4f (%.1f images/s)",
-                self.epoch + 1,
-                batch + 1,
-                self.steps_per_epoch,
-                (logs or {}).get("loss", float("nan")),
-                rate,
-            )
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        took = time.monotonic() - self.epoch_started
-        self.images_per_second = self.steps_per_epoch * self.batch_size / took
-        metrics = " ".join(f"{k} {v:.4f}" for k, v in sorted((logs or {}).items()) if isinstance(v, float))
-        log.info("epoch %d done in %.0f s (%.1f images/s): %s", epoch + 1, took, self.images_per_second, metrics)
 
 
 def batch_norm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
@@ -206,19 +130,20 @@ def fit_detector(
     train_data: tf.data.Dataset,
     *,
     validation_data: tf.data.Dataset | None = None,
-    callbacks: Sequence[keras.callbacks.Callback] = (),
-    initial_epoch: int = 0,
     recalibration_steps: int = 50,
-) -> keras.callbacks.History:
-    """Compile (unless already compiled) and fit ``model`` on the endless ``train_data``, then recalibrate its
-    batch-norm statistics over ``recalibration_steps`` batches (see :func:`recalibrate_batch_norm`).
+) -> FitState:
+    """Compile (unless already compiled) and fit ``model`` on the endless ``train_data`` through the one fit loop
+    (:func:`~services.training.fitting.fit_run`: no checkpoints, no early stopping), then recalibrate its batch-norm
+    statistics over ``recalibration_steps`` batches (see :func:`recalibrate_batch_norm`).
 
     Returns:
-        Keras's history (per-epoch ``loss`` and, with validation data, ``val_loss``).
+        The fit's state: ``history`` holds per-epoch ``loss`` (and, with validation data, ``val_loss``).
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite.
     """
     if not model.compiled:
         compile_detector(model, detector, train)
-    progress = ProgressLog(train.batch_size, train.steps_per_epoch)
     log.info(
         "training %s: %d epochs x %d steps, batch %d, crops %d px, %d parameters",
         model.name,
@@ -228,14 +153,16 @@ def fit_detector(
         train.train_size,
         model.count_params(),
     )
-    history = model.fit(
+    plan = FitPlan(train.epochs, train.steps_per_epoch, patience=0, checkpoints=None, tensorboard=None)
+    state = fit_run(
+        model,
         train_data,
-        epochs=train.epochs,
-        steps_per_epoch=train.steps_per_epoch,
-        validation_data=validation_data,
-        callbacks=[StopOnNonFiniteLoss(train.learning_rate), progress, *callbacks],
-        initial_epoch=initial_epoch,
-        verbose=0,
+        validation_data,
+        plan,
+        state=FitState(),
+        initial_epoch=0,
+        batch_size=train.batch_size,
+        learning_rate=train.learning_rate,
     )
     recalibrate_batch_norm(model, train_data, recalibration_steps)
-    return history
+    return state

@@ -15,13 +15,15 @@ import pytest
 import tensorflow as tf
 
 from services.errors import InvalidParameter
+from services.jobs.params import EvaluateParams, ExportParams, TrainParams
 from services.training import fitting, pipeline
 from services.training.checkpoints import latest_checkpoint, list_checkpoints
+from services.training.checks import check_train
 from services.training.datasets.annotations import SourceFormat
-from services.training.datasets.importer import ImportRequest, import_dataset
+from services.training.datasets.importer import import_dataset
+from services.training.datasets.request import ImportRequest
 from services.training.datasets.storage import DatasetStore
 from services.training.gate import GateRefused
-from services.training.params import EvaluateParams, ExportParams, TrainParams, check_train
 from services.training.runs import RunStore
 from tests.datasets.fixtures import scenes, write_roads_dataset, write_voc_dataset
 
@@ -103,7 +105,7 @@ def test_an_interrupted_run_is_resumed_by_a_new_job_from_its_last_checkpoint(
         check_train(small("shapes", "det", alpha=0.5), data)
     with caplog.at_level(logging.INFO):
         result = pipeline.train(check_train(small("shapes", "det"), data), Reporter(tmp_path, "second"), data)
-    assert result["resumed_from_epoch"] == 1 and result["epochs_done"] == 2
+    assert result.resumed_from_epoch == 1 and result.epochs_done == 2
     assert any(
         "resuming run det from its epoch-1 checkpoint (optimizer step 3)" in r.getMessage() for r in caplog.records
     )
@@ -120,18 +122,18 @@ def test_an_interrupted_run_is_resumed_by_a_new_job_from_its_last_checkpoint(
 def test_a_classifier_trains_evaluates_and_exports_with_the_classifier_signatures(data: Path, tmp_path: Path) -> None:
     params = small("roads", "cls", epochs=4, steps_per_epoch=8, batch_size=8, learning_rate=0.01)
     trained = pipeline.train(check_train(params, data), Reporter(tmp_path, "train"), data)
-    assert trained["kind"] == "classifier" and "val_accuracy" in trained["metrics"]
+    assert trained.kind == "classifier" and "val_accuracy" in trained.metrics
     evaluated = pipeline.evaluate(EvaluateParams(run="cls"), Reporter(tmp_path, "eval"), data, tmp_path / "models")
     # 32 steps from scratch tell road from field on the 8 validation images (1.0 measured; chance is 0.5).
-    assert evaluated["kind"] == "classifier" and evaluated["accuracy"] >= 0.75, evaluated
+    assert evaluated.kind == "classifier" and (evaluated.accuracy or 0.0) >= 0.75, evaluated
     assert (tmp_path / "eval" / "confusion_matrix.png").is_file()
     report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert report["confusion_matrix"]["classes"] == ["not-road", "road"]
     exported = pipeline.export(
         ExportParams(run="cls", model="roads"), Reporter(tmp_path, "export"), data, tmp_path / "models"
     )
-    assert exported["version"] == 1 and exported["gate"]["metric"] == "accuracy"
-    loaded = tf.saved_model.load(exported["path"])
+    assert exported.version == 1 and exported.gate["metric"] == "accuracy"
+    loaded = tf.saved_model.load(exported.path)
     serve = loaded.signatures["serving_default"]
     assert serve.structured_input_signature[1]["images"].shape.as_list() == [None, 64, 64, 3]
     probabilities = serve(images=tf.zeros([3, 64, 64, 3], tf.uint8))["probabilities"].numpy()
@@ -155,8 +157,8 @@ def test_the_gate_refuses_a_worse_version_unless_forced(data: Path, tmp_path: Pa
     assert json.loads((tmp_path / "refused" / "gate.json").read_text())["passed"] is False
 
     forced = pipeline.export(params.model_copy(update={"force": True}), Reporter(tmp_path, "forced"), data, models)
-    assert forced["version"] == 2 and forced["gate"]["forced"] is True
-    assert "forced" in forced["gate"]["reason"]
+    assert forced.version == 2 and forced.gate["forced"] is True
+    assert "forced" in forced.gate["reason"]
 
 
 def test_a_failed_export_publishes_nothing(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
