@@ -121,8 +121,9 @@ def running_model_server(
     env: dict[str, str] | None = None,
     wait_for: Sequence[str] = (),
     name: str = "modelserver",
+    ports: tuple[int, int] | None = None,
 ) -> Iterator[ModelServerHandle]:
-    """Run ``spotter modelserver`` on free ports until the block ends.
+    """Run ``spotter modelserver`` on free ports (or on ``ports``) until the block ends.
 
     Args:
         model_root: the model repository (``<name>/<version>/saved_model.pb``).
@@ -132,10 +133,14 @@ def running_model_server(
         env: extra environment variables for the server.
         wait_for: models that must have an AVAILABLE version before the block starts.
         name: the log file's name.
+        ports: ``(grpc_port, rest_port)`` to listen on, e.g. to bring a server back where a gateway expects it.
     """
-    grpc_port, rest_port = free_port(), free_port()
-    while rest_port == grpc_port:
-        rest_port = free_port()
+    if ports is not None:
+        grpc_port, rest_port = ports
+    else:
+        grpc_port, rest_port = free_port(), free_port()
+        while rest_port == grpc_port:
+            rest_port = free_port()
     args = [
         "modelserver",
         "--host",

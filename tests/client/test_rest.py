@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 from services import errors
 from services.cli import app
 from services.client.rest import RestClient, error_from_response
-from tests.gateway.conftest import model_server, tiny_models  # noqa: F401 (fixtures shared with the gateway tests)
 from tests.gateway.helpers import RunningGateway, gateway_settings, running_gateway, solid
 from tests.support.modelserver import ModelServerHandle
 from tests.support.processes import free_port
@@ -22,7 +21,7 @@ from tests.support.tiny_models import LABELS
 
 
 @pytest.fixture(scope="module")
-def gateway(model_server: ModelServerHandle, tiny_models: Path) -> Iterator[RunningGateway]:  # noqa: F811
+def gateway(model_server: ModelServerHandle, tiny_models: Path) -> Iterator[RunningGateway]:
     settings = gateway_settings(model_server.grpc_target, model_config_file=tiny_models / "models.config")
     with running_gateway(settings) as running:
         yield running

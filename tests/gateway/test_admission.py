@@ -44,8 +44,8 @@ def settings(model_server: ModelServerHandle) -> GatewaySettings:
 
 
 @pytest.fixture(scope="module")
-def gateway(tiny_server: ModelServerHandle) -> Iterator[RunningGateway]:
-    with running_gateway(settings(tiny_server)) as running:
+def gateway(model_server: ModelServerHandle) -> Iterator[RunningGateway]:
+    with running_gateway(settings(model_server)) as running:
         assert running.app.state.dataplane.admission.limit == 6
         yield running
 

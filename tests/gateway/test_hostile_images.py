@@ -30,8 +30,8 @@ ENTRIES = json.loads(MANIFEST.read_text())
 
 
 @pytest.fixture(scope="module")
-def gateway(tiny_server: ModelServerHandle) -> Iterator[RunningGateway]:
-    with running_gateway(gateway_settings(tiny_server.grpc_target, grpc_host="127.0.0.1")) as running:
+def gateway(model_server: ModelServerHandle) -> Iterator[RunningGateway]:
+    with running_gateway(gateway_settings(model_server.grpc_target, grpc_host="127.0.0.1")) as running:
         yield running
 
 
@@ -110,7 +110,7 @@ def rss_mib(pid: int) -> float:
 
 @pytest.fixture(scope="module")
 def gateway_process(
-    tiny_server: ModelServerHandle, tiny_models: Path, tmp_path_factory: pytest.TempPathFactory
+    model_server: ModelServerHandle, tiny_models: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """The gateway as its own process (``spotter gateway``), so its memory is its own; yields its URL."""
     work = tmp_path_factory.mktemp("gateway-process")
@@ -119,7 +119,7 @@ def gateway_process(
     port = free_port()
     env = {
         "SPOTTER_MODEL_ROOT": str(work / "models"),
-        "SPOTTER_TFS_GRPC": tiny_server.grpc_target,
+        "SPOTTER_TFS_GRPC": model_server.grpc_target,
         "SPOTTER_HTTP_HOST": "127.0.0.1",
         "SPOTTER_HTTP_PORT": str(port),
         "SPOTTER_GRPC_HOST": "127.0.0.1",

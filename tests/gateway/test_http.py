@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPO, TEST_REDIS_DB
 from tests.gateway.helpers import solid
-from tests.support.modelserver import running_model_server
+from tests.support.modelserver import ModelServerHandle
 from tests.support.processes import ServerProcess, free_port, spotter_command, start_server
 
 pytestmark = pytest.mark.integration
@@ -46,7 +46,9 @@ class Gateway:
 
 
 @pytest.fixture(scope="module")
-def gateway(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def gateway(
+    model_server: ModelServerHandle, tiny_models: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
     base = tmp_path_factory.mktemp("http-gateway")
     root = base / "models"
     shutil.copytree(tiny_models / "root" / "tiny" / "1", root / "tiny" / "1")
@@ -59,33 +61,33 @@ def gateway(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         except httpx.HTTPError:
             return False
 
-    with running_model_server(root, log_dir=base / "logs", wait_for=["tiny"]) as model_server:
-        process = start_server(
-            "gateway",
-            spotter_command("gateway", "--host", "127.0.0.1", "--port", str(port)),
-            log_dir=base / "logs",
-            ready=ready,
-            env={
-                "SPOTTER_TFS_GRPC": model_server.grpc_target,
-                "SPOTTER_GRPC_PORT": str(free_port()),
-                "SPOTTER_MODEL_ROOT": str(root),
-                "SPOTTER_DATA_DIR": str(base / "data"),
-                "SPOTTER_REDIS_URL": f"redis://127.0.0.1:6379/{TEST_REDIS_DB}",
-                "SPOTTER_CATALOG_REFRESH_SECONDS": "0.5",
-                "SPOTTER_LOG_JSON": "true",
-                "SPOTTER_LOG_LEVEL": "INFO",
-                "SPOTTER_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
-                "SPOTTER_HTTP_HEADER_TIMEOUT_SECONDS": str(TIMEOUT),
-                "SPOTTER_HTTP_BODY_IDLE_TIMEOUT_SECONDS": str(TIMEOUT),
-                "SPOTTER_HTTP_MAX_HEADER_BYTES": str(MAX_HEADER_BYTES),
-            },
-            cwd=REPO,
-            timeout=60,
-        )
-        try:
-            yield Gateway(url, port, process)
-        finally:
-            process.stop()
+    # The session's model server (it serves tiny); the gateway sees only its own model root.
+    process = start_server(
+        "gateway",
+        spotter_command("gateway", "--host", "127.0.0.1", "--port", str(port)),
+        log_dir=base / "logs",
+        ready=ready,
+        env={
+            "SPOTTER_TFS_GRPC": model_server.grpc_target,
+            "SPOTTER_GRPC_PORT": str(free_port()),
+            "SPOTTER_MODEL_ROOT": str(root),
+            "SPOTTER_DATA_DIR": str(base / "data"),
+            "SPOTTER_REDIS_URL": f"redis://127.0.0.1:6379/{TEST_REDIS_DB}",
+            "SPOTTER_CATALOG_REFRESH_SECONDS": "0.5",
+            "SPOTTER_LOG_JSON": "true",
+            "SPOTTER_LOG_LEVEL": "INFO",
+            "SPOTTER_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
+            "SPOTTER_HTTP_HEADER_TIMEOUT_SECONDS": str(TIMEOUT),
+            "SPOTTER_HTTP_BODY_IDLE_TIMEOUT_SECONDS": str(TIMEOUT),
+            "SPOTTER_HTTP_MAX_HEADER_BYTES": str(MAX_HEADER_BYTES),
+        },
+        cwd=REPO,
+        timeout=60,
+    )
+    try:
+        yield Gateway(url, port, process)
+    finally:
+        process.stop()
 
 
 # Raw HTTP.

@@ -15,42 +15,17 @@ import httpx
 import pytest
 
 from tests.gateway.helpers import RunningGateway, gateway_settings, running_gateway, solid
-from tests.support.modelserver import ModelServerHandle, running_model_server
-from tests.support.tiny_models import LABELS, build_models
+from tests.support.modelserver import ModelServerHandle
+from tests.support.tiny_models import LABELS
 
 pytestmark = pytest.mark.integration
 
-SIZE = 16
-MAP = 'item { id: 1 name: "ball" }\nitem { id: 2 name: "box" }\nitem { id: 3 name: "cone" }\n'
-
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("labels")
-    root = base / "models"
-    build_models(
-        [
-            ("detector", root / "batched" / "1", {"size": SIZE}),
-            ("detector", root / "legacy" / "1", {"size": SIZE, "labels": "legacy"}),
-            ("detector", root / "broken" / "1", {"size": SIZE, "labels": "broken"}),
-            ("detector", root / "nomap" / "1", {"size": SIZE, "labels": "broken"}),
-            ("classifier", root / "cls" / "1", {"size": 8}),
-        ]
-    )
-    (root / "broken" / "label_map.pbtxt").write_text(MAP)
-    return root
-
-
-@pytest.fixture(scope="module")
-def model_server(root: Path) -> Iterator[ModelServerHandle]:
-    names = ["batched", "legacy", "broken", "nomap", "cls"]
-    with running_model_server(root, log_dir=root.parent / "logs", poll_seconds=0.5, wait_for=names) as handle:
-        yield handle
-
-
-@pytest.fixture(scope="module")
-def gateway(model_server: ModelServerHandle, root: Path) -> Iterator[RunningGateway]:
-    with running_gateway(gateway_settings(model_server.grpc_target, model_root=root)) as running:
+def gateway(model_server: ModelServerHandle, tiny_models: Path) -> Iterator[RunningGateway]:
+    """Over the session's server: ``tiny`` (the batched form), ``legacy``, ``broken`` (a label map beside it),
+    ``nomap`` and ``cls`` (``tests/support/session_models.py``)."""
+    with running_gateway(gateway_settings(model_server.grpc_target, model_root=tiny_models / "root")) as running:
         yield running
 
 
@@ -71,8 +46,8 @@ def detected(gateway: RunningGateway, model: str) -> list[str]:
 
 
 def test_the_batched_form_is_read_from_row_0(gateway: RunningGateway) -> None:
-    assert labels_of(gateway, "batched") == list(LABELS)
-    assert detected(gateway, "batched") == list(LABELS)
+    assert labels_of(gateway, "tiny") == list(LABELS)
+    assert detected(gateway, "tiny") == list(LABELS)
 
 
 def test_the_legacy_form_without_input_still_works(gateway: RunningGateway) -> None:
@@ -93,9 +68,11 @@ def test_a_classifier_answers_its_labels_in_the_batched_form(gateway: RunningGat
 
 
 def test_a_failing_labels_call_falls_back_to_the_label_map_then_class_ids(
-    gateway: RunningGateway, caplog: pytest.LogCaptureFixture
+    model_server: ModelServerHandle, tiny_models: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="services.gateway.catalog"):
+    # A gateway of its own, started inside the capture: its start-up may already read some model's labels.
+    settings = gateway_settings(model_server.grpc_target, model_root=tiny_models / "root")
+    with caplog.at_level(logging.WARNING, logger="services.gateway.catalog"), running_gateway(settings) as gateway:
         assert detected(gateway, "broken") == ["ball", "box", "cone"]  # label_map.pbtxt beside the versions
         assert detected(gateway, "nomap") == ["class_1", "class_2", "class_3"]
     warnings = [r.getMessage() for r in caplog.records if "labels signature" in r.getMessage()]

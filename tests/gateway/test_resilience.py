@@ -5,8 +5,6 @@ from __future__ import annotations
 import shutil
 import socket
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -14,7 +12,6 @@ import pytest
 
 from tests.gateway.helpers import gateway_settings, running_gateway, solid
 from tests.support.modelserver import ModelServerHandle, running_model_server
-from tests.support.processes import ServerProcess, port_open, spotter_command, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +79,8 @@ def test_model_server_down_is_503_within_the_deadline_and_recovers(tmp_path: Pat
             assert listing.status_code in (200, 503)
 
             # The model server comes back on the same port: the same gateway serves again.
-            with running_model_server_on(root, logs, server.grpc_port, server.rest_port):
+            ports = (server.grpc_port, server.rest_port)
+            with running_model_server(root, log_dir=logs, ports=ports, name="modelserver-again"):
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline and post(gateway.url, "tiny", solid(16, 16)).status_code != 200:
                     time.sleep(0.3)
@@ -90,27 +88,11 @@ def test_model_server_down_is_503_within_the_deadline_and_recovers(tmp_path: Pat
                 assert httpx.get(f"{gateway.url}/readyz", timeout=10).status_code == 200
 
 
-@contextmanager
-def running_model_server_on(root: Path, logs: Path, grpc_port: int, rest_port: int) -> Iterator[ServerProcess]:
-    """A model server on given ports (to bring one back where the gateway expects it)."""
-    args = ["modelserver", "--host", "127.0.0.1", "--model-root", str(root), "--poll-seconds", "0.5"]
-    args += ["--grpc-port", str(grpc_port), "--rest-port", str(rest_port)]
-    server = start_server(
-        "modelserver-again",
-        spotter_command(*args),
-        log_dir=logs,
-        ready=lambda: port_open(grpc_port) and port_open(rest_port),
-        env={"TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def test_a_client_that_goes_away_frees_its_place_in_the_queue(model_server: ModelServerHandle) -> None:
-    # Batches wait 20 s to fill: a request stays queued until its client leaves.
-    settings = gateway_settings(model_server.grpc_target, max_batch_size=64, max_batch_delay_ms=20_000)
+    # Batches wait 20 s to fill (the fixed-delay dispatch): a request stays queued until its client leaves.
+    settings = gateway_settings(
+        model_server.grpc_target, max_batch_size=64, max_batch_delay_ms=20_000, batch_work_conserving=False
+    )
     with running_gateway(settings) as gateway:
         body = solid(16, 16)
         port = int(gateway.url.rsplit(":", 1)[1])

@@ -4,6 +4,7 @@ in a process that never imports TensorFlow."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -17,23 +18,21 @@ from services.gen.tfs import (
     prediction_service_pb2_grpc,
     types_pb2,
 )
-from tests.support.modelserver import ModelServerHandle, running_model_server
-from tests.support.tiny_models import LABELS, build_models, expected_scores
+from tests.support.modelserver import ModelServerHandle
+from tests.support.session_models import TINY_SIZE, WARMUP_RECORDS
+from tests.support.tiny_models import LABELS, expected_scores
 
 pytestmark = pytest.mark.integration
 
-SIZE = 16
+SIZE = TINY_SIZE
+WARM = "warm"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServerHandle]:
-    root = tmp_path_factory.mktemp("stubs") / "models"
-    build_models([("detector", root / "demo" / "1", {"size": SIZE, "warmup": 2}), ("tf1", root / "odapi" / "1", {})])
-    with running_model_server(root, log_dir=root.parent, wait_for=["demo", "odapi"]) as handle:
-        yield handle
-    # running_model_server stops it with SIGTERM: that must be a clean exit.
-    assert handle.server.proc.returncode == 0
-    assert "Traceback" not in handle.server.log()
+def server(model_server: ModelServerHandle) -> ModelServerHandle:
+    """The session's server: ``warm`` (a tiny detector with warmup records) and ``odapi`` (a TF1 export) among its
+    models. Its fixture checks that SIGTERM stops it cleanly."""
+    return model_server
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +51,11 @@ def test_predict_with_our_stubs(channel: grpc.Channel) -> None:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     images = np.random.default_rng(1).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
     request = predict_pb2.PredictRequest()
-    request.model_spec.name = "demo"
+    request.model_spec.name = WARM
     uint8_tensor(images, request.inputs["images"])
     response = stub.Predict(request, timeout=10)
 
-    assert (response.model_spec.name, response.model_spec.version.value) == ("demo", 1)
+    assert (response.model_spec.name, response.model_spec.version.value) == (WARM, 1)
     assert response.model_spec.signature_name == "serving_default"
     scores = response.outputs["detection_scores"]
     assert scores.dtype == types_pb2.DT_FLOAT
@@ -67,7 +66,7 @@ def test_predict_with_our_stubs(channel: grpc.Channel) -> None:
 def test_labels_with_our_stubs(channel: grpc.Channel) -> None:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     request = predict_pb2.PredictRequest()
-    request.model_spec.name = "demo"
+    request.model_spec.name = WARM
     request.model_spec.signature_name = "labels"
     # The contract's labels take a batch (TFS's batching needs an input) and answer one row per element.
     request.inputs["batch"].dtype = types_pb2.DT_INT32
@@ -94,13 +93,13 @@ def test_metadata_with_our_stubs(channel: grpc.Channel) -> None:
 def test_status_and_errors_with_our_stubs(channel: grpc.Channel) -> None:
     stub = model_service_pb2_grpc.ModelServiceStub(channel)
     request = get_model_status_pb2.GetModelStatusRequest()
-    request.model_spec.name = "demo"
+    request.model_spec.name = WARM
     (status,) = stub.GetModelStatus(request, timeout=10).model_version_status
     assert (status.version, status.state) == (1, get_model_status_pb2.ModelVersionStatus.AVAILABLE)
 
     predictions = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     bad = predict_pb2.PredictRequest()
-    bad.model_spec.name = "demo"
+    bad.model_spec.name = WARM
     uint8_tensor(np.zeros((1, SIZE, SIZE, 3), np.uint8), bad.inputs["images"])
     bad.inputs["images"].dtype = types_pb2.DT_INT32  # the runtime refuses the dtype, as TFS's runtime does
     bad.inputs["images"].tensor_content = np.zeros((1, SIZE, SIZE, 3), np.int32).tobytes()
@@ -113,5 +112,7 @@ def test_status_and_errors_with_our_stubs(channel: grpc.Channel) -> None:
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_warmup_records_were_replayed(server: ModelServerHandle) -> None:
-    assert "Number of warmup records read: 2." in server.server.log()
+def test_warmup_records_were_replayed(server: ModelServerHandle, tiny_models: Path) -> None:
+    warmup_file = tiny_models / "root" / WARM / "1" / "assets.extra" / "tf_serving_warmup_requests"
+    lines = [line for line in server.server.log().splitlines() if f"model at {warmup_file}." in line]
+    assert any(f"Number of warmup records read: {WARMUP_RECORDS}." in line for line in lines), lines

@@ -1,5 +1,5 @@
-"""Fixtures for the gRPC API tests: the session's model server over the tiny models and the demo model (shared
-with the gateway tests' fixtures), and one gateway serving REST and gRPC side by side over it."""
+"""Fixtures for the gRPC API tests: one gateway serving REST and gRPC side by side over the session's model server
+(``model_server`` in ``tests/conftest.py``, shared by every test package), a client and a plain channel to it."""
 
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ import grpc
 import pytest
 
 from services.client.rpc import DetectionClient
-from tests.gateway.conftest import model_server, tiny_models  # noqa: F401 (fixtures shared with the gateway tests)
 from tests.gateway.helpers import RunningGateway, running_gateway
 from tests.rpc.helpers import grpc_target, rpc_settings
 from tests.support.modelserver import ModelServerHandle
 
 
 @pytest.fixture(scope="session")
-def gateway(model_server: ModelServerHandle, tiny_models: Path) -> Iterator[RunningGateway]:  # noqa: F811
+def gateway(model_server: ModelServerHandle, tiny_models: Path) -> Iterator[RunningGateway]:
     with running_gateway(rpc_settings(model_server, tiny_models)) as running:
         yield running
 

@@ -4,8 +4,6 @@ SERVING when it is back, overall and for the service, by ``Check`` and by ``Watc
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -15,30 +13,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.gateway.rpc.interceptors import SERVICE
 from tests.gateway.helpers import gateway_settings, running_gateway
 from tests.rpc.helpers import grpc_target, wait_for
-from tests.support.processes import ServerProcess, free_port, port_open, spotter_command, start_server
+from tests.support.modelserver import running_model_server
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.integration
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-@contextmanager
-def model_server_on(root: Path, logs: Path, grpc_port: int, rest_port: int) -> Iterator[ServerProcess]:
-    """The model server on given ports: where the gateway already expects it."""
-    args = ["modelserver", "--host", "127.0.0.1", "--model-root", str(root), "--poll-seconds", "0.5"]
-    args += ["--grpc-port", str(grpc_port), "--rest-port", str(rest_port)]
-    server = start_server(
-        "modelserver-health",
-        spotter_command(*args),
-        log_dir=logs,
-        ready=lambda: port_open(grpc_port) and port_open(rest_port),
-        env={"TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_health_follows_the_model_server_and_its_models(tmp_path: Path, tiny_models: Path) -> None:
@@ -65,7 +46,9 @@ def test_health_follows_the_model_server_and_its_models(tmp_path: Path, tiny_mod
             status("no.such.Service")
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
 
-        with model_server_on(root, tmp_path / "logs", grpc_port, rest_port) as server:
+        ports = (grpc_port, rest_port)
+        with running_model_server(root, log_dir=tmp_path / "logs", ports=ports, name="modelserver-health") as ms:
+            server = ms.server
             assert becomes(SERVING), f"never SERVING:\n{server.log()[-3000:]}"
             # The only model's version goes away: nothing to serve, though the server answers.
             (root / "tiny" / "1").rename(root / "tiny" / ".away-1")

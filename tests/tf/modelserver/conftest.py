@@ -1,5 +1,6 @@
-"""Model servers for the TensorFlow-side model server tests: tiny models built in this process, the server run as a
-real subprocess on free ports, talked to with the official ``tensorflow-serving-api`` stubs."""
+"""The model server for the TensorFlow-side model server tests: tiny models and TF1 graph-mode exports built in this
+process, one server (a real subprocess on free ports) over all of them, talked to with the official
+``tensorflow-serving-api`` stubs. Tests that reload or reconfigure start their own over ``model_root``."""
 
 from __future__ import annotations
 
@@ -48,20 +49,24 @@ def populate_repository(root: Path) -> None:
 
 @pytest.fixture(scope="session")
 def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("repository") / "models"
+    """The session server's repository: ``populate_repository`` and ``populate_tf1_repository`` together."""
+    base = tmp_path_factory.mktemp("repository")
+    root, scratch = base / "models", base / "scratch"
     root.mkdir()
+    scratch.mkdir()
     populate_repository(root)
+    populate_tf1_repository(root, scratch)
     return root
 
 
 @pytest.fixture(scope="session")
 def server(model_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServerHandle]:
-    """The model server over ``model_root``, with every loadable model AVAILABLE."""
+    """The model server over ``model_root``, with every loadable model AVAILABLE (the TF1 exports too)."""
     with running_model_server(
         model_root,
         log_dir=tmp_path_factory.mktemp("logs"),
         poll_seconds=0.3,
-        wait_for=["tiny", "warm", "dyn", "odapi"],
+        wait_for=["tiny", "warm", "dyn", "odapi", *TF1_MODELS],
     ) as handle:
         handle.wait_available("tiny", 1)
         yield handle
@@ -105,19 +110,9 @@ def populate_tf1_repository(root: Path, scratch: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def tf1_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServerHandle]:
-    """A model server over TF1 graph-mode SavedModels, every one of them AVAILABLE."""
-    base = tmp_path_factory.mktemp("tf1")
-    (base / "models").mkdir()
-    (base / "scratch").mkdir()
-    populate_tf1_repository(base / "models", base / "scratch")
-    with running_model_server(
-        base / "models",
-        log_dir=base,
-        wait_for=list(TF1_MODELS),
-        name="tf1",
-    ) as handle:
-        yield handle
+def tf1_server(server: ModelServerHandle) -> ModelServerHandle:
+    """The session server, for the tests of its TF1 graph-mode exports (``TF1_MODELS``)."""
+    return server
 
 
 @pytest.fixture(scope="session")

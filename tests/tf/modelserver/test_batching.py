@@ -163,6 +163,7 @@ def test_the_server_batches_with_the_deploy_parameters(model_root: Path, tmp_pat
         running_model_server(model_root, log_dir=tmp_path, env=env, wait_for=["tiny"], name="batching") as server,
         grpc.insecure_channel(server.grpc_target) as channel,
     ):
+        server.wait_available("tiny", 2)  # the requests name version 2; "tiny" may be up with version 1 alone
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
         def one(i: int) -> bool:
