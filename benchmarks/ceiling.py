@@ -1,97 +1,164 @@
-"""The ceiling: raw in-process images/s of a SavedModel's ``serving_default`` at each batch size.
-
-Runs in a process of its own (``python -m benchmarks.ceiling``), because it imports TensorFlow and the bench's main
-process and load generator use Spotter's TFS stubs, which can't share a process with it. Prints one JSON object on
-stdout. The inputs are the demo examples, decoded and letterboxed by ``services.vision`` exactly as the gateway does.
-TensorFlow runs with its default thread settings, as the embedded model server does.
+"""The ceiling: the most images/s the model gives on this machine, the best of the model **in process**
+(``benchmarks.inprocess``) and the **model server alone** (``benchmarks.loadgen --kind tfs``), each at the best
+batch size, with TensorFlow's default thread settings and with tuned ones, measured the same way (same canvases and
+batches, closed loops of 1 and 2 callers, the same warm-up, every output fetched). TensorFlow-free: it only reads
+what the children measured, picks the best, and says why the others are lower.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import statistics
-import time
-from pathlib import Path
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Any
 
-import typer
-
-from benchmarks.inputs import DEMO_EXAMPLES, batch_of, canvases, load_examples
+DEFAULT_THREADS = "default"
 
 
-def measure(
-    version_dir: Path,
-    examples_dir: Path,
-    batches: list[int],
-    *,
-    seconds: float,
-    min_calls: int,
-    warmup_calls: int,
-) -> dict[str, Any]:
-    """images/s of ``serving_default`` at each batch size: ``warmup_calls`` unmeasured calls, then calls for at
-    least ``seconds`` and ``min_calls``; outputs are fetched to NumPy, as a server must."""
-    import tensorflow as tf
+@dataclass(frozen=True)
+class Threads:
+    """A TensorFlow thread setting: ``default`` (TensorFlow decides: every core for each pool) or ``INTRAxINTER``."""
 
-    started = time.perf_counter()
-    loaded = tf.saved_model.load(str(version_dir), tags=["serve"])
-    load_seconds = time.perf_counter() - started
-    serve = loaded.signatures["serving_default"]
-    input_name, spec = next(iter(serve.structured_input_signature[1].items()))
-    size = int(spec.shape[1])
-    images = canvases(load_examples(examples_dir, size), size)
+    name: str
 
-    rows: list[dict[str, Any]] = []
-    for batch in batches:
-        tensor = tf.constant(batch_of(images, batch))
-        for _ in range(warmup_calls):
-            {k: v.numpy() for k, v in serve(**{input_name: tensor}).items()}
-        durations: list[float] = []
-        begin = time.perf_counter()
-        while len(durations) < min_calls or time.perf_counter() - begin < seconds:
-            t0 = time.perf_counter()
-            {k: v.numpy() for k, v in serve(**{input_name: tensor}).items()}
-            durations.append(time.perf_counter() - t0)
-        elapsed = time.perf_counter() - begin
-        rows.append(
-            {
-                "batch": batch,
-                "calls": len(durations),
-                "seconds": elapsed,
-                "images_per_second": len(durations) * batch / elapsed,
-                "ms_per_call_p50": statistics.median(durations) * 1e3,
-            }
+    @property
+    def env(self) -> dict[str, str]:
+        """The variables TensorFlow reads at start-up (the model server's session and eager alike)."""
+        if self.name == DEFAULT_THREADS:
+            return {}
+        intra, inter = self.name.split("x")
+        return {"TF_NUM_INTRAOP_THREADS": intra, "TF_NUM_INTEROP_THREADS": inter}
+
+    @classmethod
+    def parse(cls, text: str) -> Threads:
+        """``default`` or ``INTRAxINTER`` (positive integers; ``1x2``: one thread per op, two ops at once).
+
+        Raises:
+            ValueError: anything else.
+        """
+        text = text.strip().lower()
+        if text != DEFAULT_THREADS:
+            intra, sep, inter = text.partition("x")
+            if not (sep and intra.isdigit() and inter.isdigit() and int(intra) > 0 and int(inter) > 0):
+                raise ValueError(f"a thread setting is 'default' or INTRAxINTER (e.g. 1x2), not {text!r}")
+        return cls(text)
+
+
+def tuned_threads() -> str:
+    """The tuned setting tried next to the default: one thread per op and as many ops (so concurrent calls) at once
+    as there are cores, which spends no CPU on splitting each op across cores (TensorFlow's performance guide's
+    throughput setting for concurrent requests)."""
+    return f"1x{len(os.sched_getaffinity(0))}"
+
+
+def candidates(inprocess: dict[str, dict[str, Any]], alone: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every measurement at the best batch size, in process and by the model server alone, as one flat list."""
+    found = [
+        {
+            "source": "in process",
+            "way": entry["way"],
+            "threads": threads,
+            "batch": entry["batch"],
+            "callers": entry["callers"],
+            "images_per_second": entry["images_per_second"],
+            "cpu_ms_per_image": entry["cpu_ms_per_image"],
+            "ms_per_call_p50": entry["ms_per_call_p50"],
+            "load": entry["load"],
+        }
+        for threads, child in inprocess.items()
+        for entry in child["variants"]
+    ]
+    found += [
+        {
+            "source": "model server",
+            "way": "Predict",
+            "threads": row["threads"],
+            "batch": row["batch"],
+            "callers": row["concurrency"],
+            "images_per_second": row["images_per_second"],
+            "cpu_ms_per_image": row["cpu_ms_per_image"].get("modelserver"),
+            "ms_per_call_p50": row["latency_ms"]["p50"],
+            "load": row["load"],
+        }
+        for row in alone
+    ]
+    return found
+
+
+def _describe(entry: dict[str, Any]) -> str:
+    way = "" if entry["source"] == "model server" else f" {entry['way']}"
+    callers = "1 caller" if entry["callers"] == 1 else f"{entry['callers']} callers"
+    return f"{entry['source']}{way}, threads {entry['threads']}, batch {entry['batch']}, {callers}"
+
+
+def _best(entries: list[dict[str, Any]], **fixed: Any) -> dict[str, Any] | None:
+    chosen = [e for e in entries if all(e[k] == v for k, v in fixed.items())]
+    return max(chosen, key=lambda e: e["images_per_second"]) if chosen else None
+
+
+def _effect(entries: list[dict[str, Any]], key: str, best: dict[str, Any]) -> list[tuple[float, str]]:
+    """How much lower the winner's figure is when only ``key`` changes (each other value of it)."""
+    same = {k: best[k] for k in ("source", "way", "threads", "callers") if k != key}
+    effects = []
+    for entry in entries:
+        if entry is best or entry[key] == best[key] or any(entry[k] != v for k, v in same.items()):
+            continue
+        loss = 1 - entry["images_per_second"] / best["images_per_second"]
+        effects.append((loss, f"{key} {entry[key]} instead of {best[key]}: {-loss:+.0%}"))
+    return effects
+
+
+def explain(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The winner, and for the best of the other source why it is lower: what each setting alone costs the
+    winner's source, and the two sources side by side at the winner's own settings."""
+    best = max(entries, key=lambda e: e["images_per_second"])
+    lines = [f"{_describe(best)} won: {best['images_per_second']:.1f} images/s"]
+    other_source = "model server" if best["source"] == "in process" else "in process"
+    other = _best(entries, source=other_source)
+    if other is not None:
+        lines.append(
+            f"best {other_source}: {other['images_per_second']:.1f} images/s "
+            f"({other['images_per_second'] / best['images_per_second']:.2f} x) with {_describe(other)}"
         )
-    best = max(rows, key=lambda r: r["images_per_second"])
-    return {
-        "model_dir": str(version_dir),
-        "input_name": input_name,
-        "input_size": size,
-        "examples": len(images),
-        "tensorflow": tf.__version__,
-        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),  # 0: TF's default (all cores)
-        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-        "cpu_count": os.cpu_count(),
-        "load_seconds": load_seconds,
-        "batches": rows,
-        "best": best,
-    }
+        twin = _best(entries, source=other_source, threads=best["threads"], callers=best["callers"])
+        if twin is not None:
+            share = twin["images_per_second"] / best["images_per_second"]
+            lines.append(
+                f"at the winner's settings (threads {best['threads']}, {best['callers']} callers) {other_source} "
+                f"does {twin['images_per_second']:.1f} images/s ({share:.2f} x)"
+            )
+    effects = [e for key in ("threads", "callers", "way") for e in _effect(entries, key, best)]
+    effects.sort(reverse=True)
+    if effects:
+        lines.append("what each setting alone costs the winner: " + "; ".join(text for _, text in effects))
+    return {"best": best, "lines": lines}
 
 
-def main(
-    model_dir: Annotated[Path, typer.Option(help="a SavedModel version folder (models/demo/1)")],
-    examples: Annotated[Path, typer.Option(help="folder of example images")] = DEMO_EXAMPLES,
-    batches: Annotated[str, typer.Option(help="batch sizes, comma-separated")] = "1,2,4,8,16,32",
-    seconds: Annotated[float, typer.Option(help="measured seconds per batch size (at least)")] = 3.0,
-    min_calls: Annotated[int, typer.Option(help="measured calls per batch size (at least)")] = 3,
-    warmup_calls: Annotated[int, typer.Option(help="unmeasured calls first, per batch size")] = 2,
-) -> None:
-    """Print the in-process images/s of serving_default at each batch size, as JSON."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sizes = [int(b) for b in batches.split(",") if b.strip()]
-    result = measure(model_dir, examples, sizes, seconds=seconds, min_calls=min_calls, warmup_calls=warmup_calls)
-    typer.echo(json.dumps(result))
-
-
-if __name__ == "__main__":
-    typer.run(main)
+def cpu_comparison(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The model server's CPU per image against in process's (each way) at the same threads, batch and callers."""
+    compared = []
+    for server in (e for e in entries if e["source"] == "model server"):
+        for way in ("session", "function"):
+            twin = next(
+                (
+                    e
+                    for e in entries
+                    if e["source"] == "in process"
+                    and e["way"] == way
+                    and all(e[k] == server[k] for k in ("threads", "batch", "callers"))
+                ),
+                None,
+            )
+            if twin is None or not server["cpu_ms_per_image"] or not twin["cpu_ms_per_image"]:
+                continue
+            compared.append(
+                {
+                    "threads": server["threads"],
+                    "batch": server["batch"],
+                    "callers": server["callers"],
+                    "way": way,
+                    "modelserver_cpu_ms": server["cpu_ms_per_image"],
+                    "inprocess_cpu_ms": twin["cpu_ms_per_image"],
+                    "ratio": server["cpu_ms_per_image"] / twin["cpu_ms_per_image"],
+                }
+            )
+    return compared

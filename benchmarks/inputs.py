@@ -7,6 +7,7 @@ here, with the gateway's own decoding and letterboxing (``services.vision``).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from services.vision.images import DecodedImage, decode_image
 from services.vision.letterbox import letterbox
-from services.vision.tiling import plan_views
+from services.vision.tiling import ModelViews, Views, plan_views
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_MODEL = REPO / "models" / "demo"
@@ -39,10 +40,22 @@ def latest_version(model_dir: Path) -> Path:
     return max(versions, key=lambda p: int(p.name))
 
 
-def load_examples(folder: Path, input_size: int) -> list[Example]:
-    """The image files of ``folder`` that the gateway serves as a single view (no tiling under ``tile=auto``).
+def model_views(version_dir: Path) -> Views:
+    """How a version sees an image, from its ``assets.extra/spotter.json`` as the gateway reads it (``whole``
+    without one)."""
+    path = version_dir / "assets.extra" / "spotter.json"
+    if not path.is_file():
+        return ModelViews().views
+    return ModelViews.from_metadata(json.loads(path.read_text())).views
 
-    One view per request keeps "images/s" the same number for every row: a tiled poster would be many model images.
+
+def load_examples(folder: Path, input_size: int, views: Views | None = None) -> list[Example]:
+    """The image files of ``folder`` that the gateway serves as a single view (no tiling under ``tile=auto``) to a
+    model whose ``views`` are these (:func:`model_views`; ``None``: the gateway's rule for a model it knows nothing
+    of).
+
+    One view per request keeps "images/s" the same number for every row: a tiled poster would be many model images
+    (and so would any image larger than the input for a ``tiles`` model such as the demo).
 
     Raises:
         FileNotFoundError: no such image in ``folder``.
@@ -54,7 +67,7 @@ def load_examples(folder: Path, input_size: int) -> list[Example]:
             continue
         data = path.read_bytes()
         decoded = _decode(data, content_type)
-        if len(plan_views(decoded.width, decoded.height, input_size, "auto")) == 1:
+        if len(plan_views(decoded.width, decoded.height, input_size, "auto", views=views)) == 1:
             found.append(Example(path.name, data, content_type))
     if not found:
         raise FileNotFoundError(f"no single-view image in {folder}")

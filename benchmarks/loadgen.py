@@ -2,7 +2,8 @@
 gateway's and never runs on the gateway's event loop. Prints one JSON object on stdout.
 
 Closed loop: ``concurrency`` workers each send a request, wait for the answer, and send the next. After ``warmup``
-seconds the measured window opens; it closes after ``duration`` seconds (or once ``requests`` answers came back).
+seconds and at least ``concurrency`` answers (``benchmarks.inprocess`` warms up the same way) the measured window
+opens; it closes after ``duration`` seconds (or once ``requests`` answers came back).
 Throughput counts the answers that arrived inside the window; latencies are those answers' round trips. At both
 edges the generator reads the CPU time of the watched processes and their Prometheus counters, so every figure of a
 row covers the same window.
@@ -81,6 +82,7 @@ async def generate(
 ) -> dict[str, Any]:
     """Run the closed loop and measure one window; the result's numbers are per call (the caller scales by batch)."""
     finished: list[tuple[float, float, str]] = []  # (sent, answered, outcome)
+    warm = asyncio.Event()  # set once every worker's first answer came back (warm-up: a new shape's first run)
     window_open = asyncio.Event()
     progress = asyncio.Event()
     stop = asyncio.Event()
@@ -94,6 +96,8 @@ async def generate(
             outcome = await send(n)
             answered = time.perf_counter()
             finished.append((sent, answered, outcome))
+            if len(finished) >= concurrency:
+                warm.set()
             n += concurrency
             if window_open.is_set():
                 answered_in_window += 1
@@ -112,6 +116,7 @@ async def generate(
         workers = [asyncio.create_task(worker(i)) for i in range(concurrency)]
         try:
             await asyncio.sleep(warmup)
+            await warm.wait()
             first = await snapshot(scraper, watches)
             window_open.set()
             end = first.at + duration
@@ -248,7 +253,7 @@ async def _run(options: dict[str, Any]) -> dict[str, Any]:
         "watches": watches,
     }
     if kind == "rest":
-        examples = load_examples(options["examples"], options["input_size"])
+        examples = load_examples(options["examples"], options["input_size"], options["views"])
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         async with httpx.AsyncClient(timeout=60.0, limits=limits) as client:
             send = rest_sender(client, options["url"], options["model"], examples)
@@ -256,7 +261,7 @@ async def _run(options: dict[str, Any]) -> dict[str, Any]:
     if kind == "tfs":
         import grpc
 
-        examples = load_examples(options["examples"], options["input_size"])
+        examples = load_examples(options["examples"], options["input_size"], options["views"])
         images = canvases(examples, options["input_size"])
         size = 256 * 1024 * 1024
         channel_options = [("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)]
@@ -266,7 +271,7 @@ async def _run(options: dict[str, Any]) -> dict[str, Any]:
     if kind == "grpc":
         import grpc
 
-        examples = load_examples(options["examples"], options["input_size"])
+        examples = load_examples(options["examples"], options["input_size"], options["views"])
         async with grpc.aio.insecure_channel(options["url"]) as channel:
             return await generate(grpc_sender(channel, options["model"], examples), **common)
     raise typer.BadParameter(f"unknown kind {kind!r}")
@@ -294,6 +299,7 @@ def main(
     version: Annotated[int, typer.Option(help="model version (tfs)")] = 1,
     batch: Annotated[int, typer.Option(min=1, help="images per Predict (tfs)")] = 1,
     input_size: Annotated[int, typer.Option(help="the model's input size S")] = 320,
+    views: Annotated[str, typer.Option(help="how the model sees an image: whole, tiles (its spotter.json)")] = "",
     examples: Annotated[Path, typer.Option(help="folder of example images")] = DEMO_EXAMPLES,
     watch: Annotated[list[str] | None, typer.Option(help="NAME=PID of a process whose CPU time to read")] = None,
     metrics: Annotated[list[str] | None, typer.Option(help="NAME=URL of a watched process's metrics")] = None,
@@ -311,6 +317,7 @@ def main(
         "version": version,
         "batch": batch,
         "input_size": input_size,
+        "views": views or None,
         "examples": examples,
         "pids": {name: int(pid) for name, pid in _pairs(watch or [], "--watch").items()},
         "metrics": _pairs(metrics or [], "--metrics"),

@@ -1,18 +1,20 @@
-"""``make bench``: served images/s of the demo model against its in-process ceiling, batching on and off.
+"""``make bench``: served images/s of the demo model against its ceiling, batching on and off.
 
 One run, in this order:
 
-1. **Ceiling** (``benchmarks.ceiling``, a TensorFlow process of its own, nothing else running): images/s of the
-   SavedModel's ``serving_default`` called in process at each batch size; the best one is the ceiling.
-2. **Model server alone** (``benchmarks.loadgen --kind tfs``): ``Predict`` over gRPC with pre-letterboxed canvases,
-   at batch 1 and at the ceiling's best batch, so the table shows what the gRPC hop and the server cost.
-3. **Served** (``benchmarks.loadgen --kind rest``): ``POST :detect`` through a real gateway in front of the same
-   model server, at each concurrency, once with batching on (the gateway's defaults) and once off
-   (``SPOTTER_MAX_BATCH_SIZE=1``); the two gateways run side by side and their rows alternate.
+1. **Ceiling** (``benchmarks.ceiling``): the best of the model in process (``benchmarks.inprocess``, a TensorFlow
+   process of its own per thread setting: a batch-size sweep, then each way of calling it by 1 and 2 callers at the
+   best batch) and the model server alone (``benchmarks.loadgen --kind tfs``: ``Predict`` by 1 and 2 clients at that
+   batch, one model server per thread setting), with TensorFlow's default threads and tuned ones. The bench says which
+   won and what each setting costs, and compares the model server's CPU per image with in process's.
+2. **Served** (``benchmarks.loadgen --kind rest|grpc``): the model server with the winning thread setting alone at
+   batch 1, then ``:detect`` through real gateways in front of it at each concurrency, batching on (the gateway's
+   defaults) and off (``SPOTTER_MAX_BATCH_SIZE=1``); the two gateways run side by side and their rows alternate.
 
-Every row is a closed loop of ``concurrency`` clients in a separate load-generator process, measured for a fixed
+Every load-generator row is a closed loop of ``concurrency`` clients in a separate process, measured for a fixed
 window after a warm-up; the generator also reads each server's CPU time and Prometheus counters at the window's
-edges, so the second table says where the time goes. All processes share this machine's cores: compare ratios.
+edges, and the bench the machine's load average at each row's start and end. All processes share this machine's
+cores: compare ratios, and read the load column (other work on the machine lowers every figure).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import platform
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,18 +34,14 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from benchmarks.inputs import DEMO_EXAMPLES, DEMO_MODEL, REPO, latest_version
+from benchmarks.ceiling import DEFAULT_THREADS, Threads, candidates, cpu_comparison, explain, tuned_threads
+from benchmarks.goals import goals
+from benchmarks.inputs import DEMO_EXAMPLES, DEMO_MODEL, REPO, latest_version, model_views
 from benchmarks.report import render
+from benchmarks.rows import Row, alone_rows, served_rows, summarize
 from benchmarks.stack import Gateway, batching_defaults, gateway, model_server
 
-QUICK = {
-    "duration": 0.5,
-    "warmup": 0.3,
-    "min_calls": 1,
-    "ceiling_seconds": 0.2,
-    "ceiling_min_calls": 1,
-    "ceiling_warmup_calls": 1,
-}
+QUICK = {"duration": 0.5, "warmup": 0.3, "min_calls": 1, "sweep_seconds": 0.2}
 """``--quick``: tiny counts, for the smoke test (the structure of the output, never its numbers)."""
 
 
@@ -58,25 +56,8 @@ class Plan:
     concurrency: tuple[int, ...] = (1, 8, 32)
     protocols: tuple[str, ...] = ("rest", "grpc")
     batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
-    ceiling_seconds: float = 3.0
-    ceiling_min_calls: int = 3
-    ceiling_warmup_calls: int = 2
-
-
-@dataclass(frozen=True)
-class Row:
-    """One measured row: a target (``tfs``: the model server; ``rest``: the gateway), its batching, its load."""
-
-    kind: str
-    target: str
-    batching: str
-    concurrency: int
-    batch: int = 1
-
-    @property
-    def id(self) -> str:
-        mode = f"/{self.batching}" if self.batching else ""
-        return f"{self.kind}{mode}/c{self.concurrency}/b{self.batch}"
+    threads: tuple[str, ...] = (DEFAULT_THREADS, tuned_threads())
+    sweep_seconds: float = 3.0
 
 
 def _last_json(stdout: str) -> dict[str, Any]:
@@ -87,17 +68,17 @@ def _last_json(stdout: str) -> dict[str, Any]:
     return result
 
 
-def _child(module: str, args: list[str], log: Path, timeout: float) -> dict[str, Any]:
-    """Run ``python -m module args`` (stderr to ``log``) and return the JSON it printed."""
+def _child(module: str, args: list[str], log: Path, timeout: float, env: Mapping[str, str] = {}) -> dict[str, Any]:
+    """Run ``python -m module args`` (stderr to ``log``, ``env`` added) and return the JSON it printed."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    child_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"), **env}
     with log.open("ab") as err:
         done = subprocess.run(
             [sys.executable, "-m", module, *args],
             stdout=subprocess.PIPE,
             stderr=err,
             cwd=REPO,
-            env=env,
+            env=child_env,
             timeout=timeout,
             check=False,
         )
@@ -106,23 +87,18 @@ def _child(module: str, args: list[str], log: Path, timeout: float) -> dict[str,
     return _last_json(done.stdout.decode())
 
 
-def run_ceiling(plan: Plan, version_dir: Path, examples: Path, work: Path) -> dict[str, Any]:
-    args = [
-        "--model-dir",
-        str(version_dir),
-        "--examples",
-        str(examples),
-        "--batches",
-        ",".join(map(str, plan.batches)),
-        "--seconds",
-        str(plan.ceiling_seconds),
-        "--min-calls",
-        str(plan.ceiling_min_calls),
-        "--warmup-calls",
-        str(plan.ceiling_warmup_calls),
-    ]
-    timeout = 300 + len(plan.batches) * (plan.ceiling_seconds + 60)
-    return _child("benchmarks.ceiling", args, work / "logs" / "ceiling.log", timeout)
+def run_inprocess(
+    plan: Plan, threads: Threads, sweep: tuple[int, ...], version_dir: Path, examples: Path, work: Path
+) -> dict[str, Any]:
+    """``benchmarks.inprocess`` with ``threads``: the sweep over ``sweep``, then its variants at the best batch."""
+    args = ["--model-dir", str(version_dir), "--examples", str(examples), "--batches", ",".join(map(str, sweep))]
+    args += ["--warmup", str(plan.warmup), "--duration", str(plan.duration), "--min-calls", str(plan.min_calls)]
+    args += ["--ways", "function,session", "--callers", "1,2"]
+    # The sweep's windows are shorter: they only find the best batch size.
+    if len(sweep) > 1:
+        args += ["--sweep-duration", str(plan.sweep_seconds)]
+    timeout = 300 + (len(sweep) + 4) * (plan.warmup + max(plan.duration, plan.sweep_seconds) + 60)
+    return _child("benchmarks.inprocess", args, work / "logs" / "inprocess.log", timeout, threads.env)
 
 
 @dataclass
@@ -132,6 +108,7 @@ class Stack:
     model: str
     version: int
     input_size: int
+    views: str
     modelserver_pid: int
     modelserver_grpc: str
     modelserver_metrics: str
@@ -139,6 +116,7 @@ class Stack:
 
 
 def run_row(row: Row, plan: Plan, stack: Stack, examples: Path, work: Path) -> dict[str, Any]:
+    """One load-generator row; its raw figures with the machine's 1-minute load average at its start and end."""
     args = [
         "--kind",
         row.kind,
@@ -156,6 +134,8 @@ def run_row(row: Row, plan: Plan, stack: Stack, examples: Path, work: Path) -> d
         str(row.batch),
         "--input-size",
         str(stack.input_size),
+        "--views",
+        stack.views,
         "--examples",
         str(examples),
         "--watch",
@@ -173,54 +153,9 @@ def run_row(row: Row, plan: Plan, stack: Stack, examples: Path, work: Path) -> d
         args += ["--url", gw.url if row.kind == "rest" else gw.grpc_target]
         args += ["--watch", f"gateway={gw.server.pid}", "--metrics", f"gateway={gw.metrics_url}"]
     timeout = plan.warmup + plan.duration + 180
-    return _child("benchmarks.loadgen", args, work / "logs" / "loadgen.log", timeout)
-
-
-def plan_rows(plan: Plan, best_batch: int, protocols: tuple[str, ...]) -> list[Row]:
-    """Model server alone first, then the gateway rows, batching on and off side by side at each concurrency."""
-    rows = [Row("tfs", "model server", "", 1, 1)]
-    if best_batch != 1:
-        rows += [Row("tfs", "model server", "", 1, best_batch)]
-    # Two Predicts in flight at the best batch: what a saturated gateway with batching on asks of the server.
-    rows += [Row("tfs", "model server", "", 2, best_batch)]
-    for concurrency in plan.concurrency:
-        for kind in protocols:
-            target = "gateway REST" if kind == "rest" else "gateway gRPC"
-            rows += [Row(kind, target, mode, concurrency) for mode in ("on", "off")]
-    return rows
-
-
-def _per(value: float, count: float, scale: float = 1.0) -> float | None:
-    return value / count * scale if count else None
-
-
-def summarize(row: Row, raw: dict[str, Any], ceiling: float) -> dict[str, Any]:
-    """The row's figures: images/s and its ratio to the ceiling, latency, and where the time and CPU went."""
-    images_per_second = raw["calls_per_second"] * row.batch
-    images = raw["calls"] * row.batch
-    window = raw["window_seconds"]
-    gw = raw["counters"].get("gateway", {})
-    ms = raw["counters"].get("modelserver", {})
-    mean_batch = _per(gw["batched_images"], gw["batches"]) if gw else float(row.batch)
-    return {
-        "id": row.id,
-        **asdict(row),
-        "images_per_second": images_per_second,
-        "ratio_to_ceiling": images_per_second / ceiling,
-        "calls": raw["calls"],
-        "images": images,
-        "window_seconds": window,
-        "errors": raw["errors"],
-        "latency_ms": raw["latency_ms"],
-        "mean_batch": mean_batch,
-        "gateway_queue_ms": _per(gw.get("queue_seconds_sum", 0), gw.get("queue_count", 0), 1e3),
-        "gateway_predict_ms": _per(gw.get("upstream_seconds_sum", 0), gw.get("upstream_count", 0), 1e3),
-        "gateway_decode_ms": _per(gw.get("decode_seconds_sum", 0), gw.get("decode_count", 0), 1e3),
-        "modelserver_request_ms": _per(ms.get("request_us_sum", 0), ms.get("request_count", 0), 1e-3),
-        "tf_runtime_ms": _per(ms.get("runtime_us_sum", 0), ms.get("runtime_count", 0), 1e-3),
-        "cpu_ms_per_image": {k: _per(v, images, 1e3) for k, v in raw["cpu_seconds"].items()},
-        "cores_busy": {k: v / window for k, v in raw["cpu_seconds"].items()},
-    }
+    start = os.getloadavg()[0]
+    raw = _child("benchmarks.loadgen", args, work / "logs" / "loadgen.log", timeout)
+    return {**raw, "load": {"start": start, "end": os.getloadavg()[0]}}
 
 
 def _progress(console: Console, text: str) -> None:
@@ -234,6 +169,49 @@ def _protocols(wanted: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(p for p in wanted if p != "grpc" or grpc_available())
 
 
+def _stack(ms: Any, version_dir: Path, input_size: int, gateways: dict[str, Gateway]) -> Stack:
+    return Stack(
+        model=version_dir.parent.name,
+        version=int(version_dir.name),
+        input_size=input_size,
+        views=model_views(version_dir),
+        modelserver_pid=ms.server.pid,
+        modelserver_grpc=ms.grpc_target,
+        modelserver_metrics=f"{ms.rest_url}/monitoring/prometheus/metrics",
+        gateways=gateways,
+    )
+
+
+def _measure(row: Row, plan: Plan, stack: Stack, examples: Path, work: Path, log: Console) -> dict[str, Any]:
+    result = summarize(row, run_row(row, plan, stack, examples, work))
+    _progress(
+        log,
+        f"{row.target} {row.batching or row.threads} c={row.concurrency} b={row.batch}: "
+        f"{result['images_per_second']:.1f} images/s (load {result['load']['end']:.1f})",
+    )
+    return result
+
+
+def measure_inprocess(
+    plan: Plan, version_dir: Path, examples: Path, work: Path, log: Console
+) -> dict[str, dict[str, Any]]:
+    """``benchmarks.inprocess`` per thread setting: the first sweeps the batch sizes, the others run at its best."""
+    found: dict[str, dict[str, Any]] = {}
+    sweep = plan.batches
+    for name in plan.threads:
+        _progress(log, f"in process, threads {name}: batch sizes {', '.join(map(str, sweep))}")
+        child = run_inprocess(plan, Threads.parse(name), sweep, version_dir, examples, work)
+        found[name] = child
+        for entry in [*(child["sweep"] if len(sweep) > 1 else []), *child["variants"]]:
+            _progress(
+                log,
+                f"  {entry['way']} batch {entry['batch']:>3} x{entry['callers']}: "
+                f"{entry['images_per_second']:7.1f} images/s (load {entry['load']['end']:.1f})",
+            )
+        sweep = (int(child["best_batch"]),)
+    return found
+
+
 def bench(
     plan: Plan,
     model_dir: Path,
@@ -245,58 +223,78 @@ def bench(
 ) -> dict[str, Any]:
     """Run everything and return the result (the ``--json`` document)."""
     version_dir = model_dir if model_dir.name.isdigit() else latest_version(model_dir)
-    _progress(log, f"ceiling: {version_dir} in process, batch sizes {', '.join(map(str, plan.batches))}")
-    ceiling = run_ceiling(plan, version_dir, examples, work)
-    best = ceiling["best"]
-    for entry in ceiling["batches"]:
-        _progress(log, f"  batch {entry['batch']:>3}: {entry['images_per_second']:7.1f} images/s")
+    version, name = int(version_dir.name), version_dir.parent.name
+    inprocess = measure_inprocess(plan, version_dir, examples, work, log)
+    first = inprocess[plan.threads[0]]
+    best_batch, input_size = int(first["best_batch"]), int(first["input_size"])
     settings = {
         "on": {**batching_defaults(), **overrides},
         "off": {**batching_defaults(), **overrides, "max_batch_size": "1"},
     }
-    with contextlib.ExitStack() as stack:
-        _progress(log, "starting the model server")
-        ms, name = stack.enter_context(model_server(version_dir, work, modelserver_env))
-        gateways: dict[str, Gateway] = {}
-        for mode in ("on", "off"):
-            _progress(log, f"starting the gateway with batching {mode}")
-            gateways[mode] = stack.enter_context(gateway(f"gateway-{mode}", ms.grpc_target, work, settings[mode]))
-        running = Stack(
-            model=name,
-            version=int(version_dir.name),
-            input_size=int(ceiling["input_size"]),
-            modelserver_pid=ms.server.pid,
-            modelserver_grpc=ms.grpc_target,
-            modelserver_metrics=f"{ms.rest_url}/monitoring/prometheus/metrics",
-            gateways=gateways,
-        )
-        rows = []
-        for row in plan_rows(plan, int(best["batch"]), _protocols(plan.protocols)):
-            result = summarize(row, run_row(row, plan, running, examples, work), best["images_per_second"])
-            rows.append(result)
-            _progress(
-                log,
-                f"{row.target} {row.batching or ''} c={row.concurrency} b={row.batch}: "
-                f"{result['images_per_second']:.1f} images/s ({result['ratio_to_ceiling']:.2f} x ceiling)",
-            )
-    return {
+    rows: list[dict[str, Any]] = []
+    servers: dict[str, tuple[contextlib.ExitStack, Any]] = {}
+    try:
+        for threads in plan.threads:
+            _progress(log, f"starting the model server, threads {threads}")
+            held = contextlib.ExitStack()
+            env = {**Threads.parse(threads).env, **modelserver_env}
+            ms, name = held.enter_context(model_server(version_dir, work, env))
+            servers[threads] = (held, ms)
+            alone = _stack(ms, version_dir, input_size, {})
+            rows += [_measure(row, plan, alone, examples, work, log) for row in alone_rows(best_batch, threads)]
+        entries = candidates(inprocess, rows)
+        ceiling = explain(entries)
+        best = ceiling["best"]
+        # The served rows run against the model server with the winning thread setting; the others go.
+        for threads, (held, _) in servers.items():
+            if threads != best["threads"]:
+                held.close()
+        with contextlib.ExitStack() as stack:
+            ms = servers[best["threads"]][1]
+            gateways: dict[str, Gateway] = {}
+            for mode in ("on", "off"):
+                _progress(log, f"starting the gateway with batching {mode}")
+                gateways[mode] = stack.enter_context(gateway(f"gateway-{mode}", ms.grpc_target, work, settings[mode]))
+            served = _stack(ms, version_dir, input_size, gateways)
+            for row in served_rows(plan.concurrency, _protocols(plan.protocols), best["threads"]):
+                rows.append(_measure(row, plan, served, examples, work, log))
+    finally:
+        for held, _ in servers.values():
+            held.close()
+    for measured in rows:
+        measured["ratio_to_ceiling"] = measured["images_per_second"] / best["images_per_second"]
+    result = {
         "machine": {
             "cpu_count": os.cpu_count(),
             "usable_cpus": len(os.sched_getaffinity(0)),
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
-        "model": {"name": name, "version": int(version_dir.name), "dir": str(version_dir)},
+        "model": {"name": name, "version": version, "dir": str(version_dir)},
         "plan": asdict(plan),
         "gateway_settings": settings,
         "modelserver_env": modelserver_env,
-        "ceiling": {**ceiling, "images_per_second": best["images_per_second"], "batch": best["batch"]},
+        "ceiling": {
+            "images_per_second": best["images_per_second"],
+            "batch": best["batch"],
+            "best": best,
+            "lines": ceiling["lines"],
+            "candidates": entries,
+            "cpu": cpu_comparison(entries),
+            "inprocess": inprocess,
+            "input_size": input_size,
+            "examples": first["examples"],
+            "tensorflow": first["tensorflow"],
+        },
         "rows": rows,
         "note": (
             f"{os.cpu_count()} CPUs: the load generator, the gateway and the model server share them, so the "
-            "ratios to the ceiling, not the absolute numbers, are the point."
+            "ratios to the ceiling, not the absolute numbers, are the point; 'load' is the machine's 1-minute load "
+            "average at each row's start and end (the bench itself adds up to the number of cores)."
         ),
     }
+    result["goals"] = goals(result)
+    return result
 
 
 @contextlib.contextmanager
@@ -326,6 +324,16 @@ def _choices(text: str, what: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
     return values
 
 
+def _threads(text: str) -> tuple[str, ...]:
+    try:
+        values = tuple(Threads.parse(v).name for v in text.split(",") if v.strip())
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    if not values:
+        raise typer.BadParameter("--threads needs at least one setting")
+    return tuple(dict.fromkeys(values))
+
+
 def _pairs(items: list[str] | None, option: str) -> dict[str, str]:
     pairs: dict[str, str] = {}
     for item in items or []:
@@ -343,6 +351,9 @@ def main(
     concurrency: Annotated[str, typer.Option(help="concurrent clients of the served rows")] = "1,8,32",
     protocols: Annotated[str, typer.Option(help="gateway APIs to measure (grpc if the gateway has it)")] = "rest,grpc",
     batches: Annotated[str, typer.Option(help="batch sizes tried for the ceiling")] = "1,2,4,8,16,32",
+    threads: Annotated[
+        str, typer.Option(help="TensorFlow thread settings tried for the ceiling: default, INTRAxINTER")
+    ] = ",".join(Plan.threads),
     quick: Annotated[bool, typer.Option(help="tiny counts (checks the bench works, not how fast)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON instead of tables")] = False,
     output: Annotated[Path | None, typer.Option(help="also write the JSON result to this file")] = None,
@@ -353,11 +364,11 @@ def main(
     ] = None,
     modelserver_env: Annotated[
         list[str] | None,
-        typer.Option(help="environment for the model server only, e.g. TF_NUM_INTRAOP_THREADS=1 (not the ceiling)"),
+        typer.Option(help="environment of every model server (over its thread setting), not of the in-process runs"),
     ] = None,
     work_dir: Annotated[Path | None, typer.Option(help="keep logs here (default: a temporary folder)")] = None,
 ) -> None:
-    """Measure served images/s through the gateway against the model's in-process ceiling."""
+    """Measure served images/s through the gateway against the model's ceiling (in process or the server alone)."""
     plan = Plan(
         duration=duration,
         warmup=warmup,
@@ -365,6 +376,7 @@ def main(
         concurrency=_ints(concurrency, "--concurrency"),
         protocols=_choices(protocols, "--protocols", ("rest", "grpc")),
         batches=_ints(batches, "--batches"),
+        threads=_threads(threads),
     )
     if quick:
         plan = Plan(**{**asdict(plan), **QUICK})

@@ -1,11 +1,14 @@
 """Dynamic batching of single images into Predict calls, shared by every transport.
 
-Images are queued per :class:`BatchKey` (model, resolved version). A batch leaves when it holds ``max_batch_size``
-images or its oldest image has waited ``max_batch_delay``; at most ``max_inflight_batches`` Predict calls per key are
-in flight, so while one runs the next batch fills. With ``work_conserving`` (opt-in for now), a batch leaves at once
-when one of the key's Predict slots is free (a lone request never waits for company), and waits to fill, up to the
-delay, only while every slot is busy. ``spotter_batch_dispatches_total`` counts why each batch left (``full``;
-``idle``: it left without waiting for a slot; ``waited``: every slot was busy while it filled).
+Images are queued per :class:`BatchKey` (model, resolved version); at most ``max_inflight_batches`` Predict calls
+per key are in flight. Dispatch is work-conserving (the default, as in Triton's dynamic batcher or continuous
+batching): while one of the key's Predict slots is free, whatever is queued leaves at once, so a lone request never
+waits for company; only while every slot is busy (when waiting costs nothing: the upstream could not take the batch
+anyway) does a batch keep filling, and it leaves the moment a slot frees, with up to ``max_batch_size`` images. So
+``max_batch_delay`` is only an upper bound: a batch never waits for it while a slot is free, and while every slot is
+busy it waits for a slot, which no delay could shorten. ``work_conserving=False`` restores the fixed wait (a partial
+batch leaves only after the delay). ``spotter_batch_dispatches_total`` counts why each
+batch left (``full``; ``idle``: it left without waiting for a slot; ``waited``: every slot was busy while it filled).
 
 The queue is bounded over all keys: past ``max_queue_size`` pending images, :meth:`Batcher.submit` raises
 :class:`~services.errors.Overloaded` at once. The wait is bounded too: an image that has waited ``max_queue_wait``
@@ -80,11 +83,13 @@ class Batcher:
     Args:
         predict: Runs one batch (see :data:`PredictFn`).
         max_batch_size: Most images per batch (1 turns batching off).
-        max_batch_delay: Seconds the oldest queued image waits for its batch to fill.
+        max_batch_delay: Most seconds the oldest queued image waits for its batch to fill (work-conserving: only
+            while every Predict slot is busy).
         max_queue_size: Most pending (not yet sent) images over all keys.
         max_inflight_batches: Most Predict calls in flight per key.
         max_queue_wait: Seconds an image may wait in the queue before it is refused (``None``: no limit).
-        work_conserving: Send at once while a Predict slot is free; wait for the delay only while all are busy.
+        work_conserving: Send at once while a Predict slot is free; wait for the delay only while all are busy
+            (``False``: every partial batch waits for the delay).
         retry_after: Seconds put on the ``Overloaded`` error when the queue is full.
     """
 
@@ -97,7 +102,7 @@ class Batcher:
         max_queue_size: int,
         max_inflight_batches: int,
         max_queue_wait: float | None = None,
-        work_conserving: bool = False,
+        work_conserving: bool = True,
         retry_after: float = 1.0,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_inflight_batches < 1 or max_batch_delay < 0:

@@ -230,7 +230,7 @@ def dispatches(reason: str) -> float:
 
 async def test_without_work_conserving_a_lone_request_waits_for_the_delay() -> None:
     recorder = Recorder()
-    batcher = make(recorder, max_batch_delay=30.0)
+    batcher = make(recorder, max_batch_delay=30.0, work_conserving=False)
     task = asyncio.create_task(batcher.submit(KEY, image(7)))
     await asyncio.sleep(0.05)
     assert recorder.batches == [] and batcher.pending == 1  # the slot is free, but the batch waits to fill

@@ -57,8 +57,10 @@ def test_a_taken_port_fails_the_start_loudly(model_server: ModelServerHandle, ti
 
 
 def test_calls_in_flight_finish_when_the_gateway_stops(model_server: ModelServerHandle, tiny_models: Path) -> None:
-    # The batch waits 1.5 s to fill: the call is still queued when the stop begins.
-    settings = rpc_settings(model_server, tiny_models, max_batch_delay_ms=1_500, grpc_grace_seconds=20)
+    # The batch waits 1.5 s to fill (the fixed-delay dispatch): the call is still queued when the stop begins.
+    settings = rpc_settings(
+        model_server, tiny_models, max_batch_delay_ms=1_500, batch_work_conserving=False, grpc_grace_seconds=20
+    )
     with (
         running_gateway(settings) as gateway,
         DetectionClient(grpc_target(gateway)) as client,
