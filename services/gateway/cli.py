@@ -20,6 +20,7 @@ def gateway(
     from services.gateway.app import create_app
     from services.gateway.config import GatewaySettings
     from services.gateway.httpserver import server_config
+    from services.gateway.runtime import tune_process
     from services.logs import configure_logging
 
     settings = GatewaySettings()
@@ -28,7 +29,12 @@ def gateway(
     if port is not None:
         settings.http_port = port
     configure_logging(settings.log_level, json=settings.log_json)
+    if settings.gateway_workers > 1:  # N processes on the same ports (services/gateway/workers.py)
+        from services.gateway.workers import supervise
+
+        raise typer.Exit(supervise(settings))
     server = uvicorn.Server(server_config(create_app(settings), settings))
+    tune_process()  # malloc thresholds, gc.freeze (services/gateway/runtime.py)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it stopped on, once stopped
         server.run()
     if not server.started:  # the lifespan or the socket failed (uvicorn.run's exit code for it)

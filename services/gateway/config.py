@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from services.training.datasets.settings import DatasetSettings
+from services.settings import DatasetSettings
 from services.vision.tiling import DEFAULT_MAX_TILES, DEFAULT_MERGE_IOU, DEFAULT_OVERLAP
 
 MiB = 1024 * 1024
@@ -27,6 +27,11 @@ class GatewaySettings(DatasetSettings):
         32 * MiB, ge=64 * 1024, description="largest gRPC message received or sent (an uploaded image is one message)"
     )
     grpc_grace_seconds: float = Field(5.0, ge=0, description="on shutdown, time in-flight gRPC calls get to finish")
+    gateway_workers: int = Field(
+        1,
+        ge=1,
+        description="gateway processes sharing the HTTP and gRPC ports (SO_REUSEPORT); each has its own batcher",
+    )
     grpc_stream_window: int = Field(
         8, ge=1, description="frames of one DetectStream served at once (they share batches; answers stay in order)"
     )
@@ -60,12 +65,13 @@ class GatewaySettings(DatasetSettings):
     max_batch_delay_ms: float = Field(
         5.0,
         ge=0,
-        description="longest the oldest queued image waits for a batch to fill (with batch_work_conserving, only "
-        "while every Predict slot is busy)",
+        description="longest the oldest queued image waits for a batch to fill, an upper bound (work-conserving: "
+        "only while every Predict slot is busy)",
     )
     batch_work_conserving: bool = Field(
-        False,
-        description="send a batch at once while a Predict slot is free; wait for the delay only when all are busy",
+        True,
+        description="send a batch at once while a Predict slot is free; wait for the delay only when all are busy "
+        "(false: every partial batch waits the full delay)",
     )
     max_queue_size: int = Field(256, ge=1, description="pending images over all models; past it, 503 at once")
     max_inflight_batches: int = Field(2, ge=1, description="Predict calls in flight per (model, version)")

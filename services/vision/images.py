@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,7 +164,7 @@ def decode_image(
     content_type: str | None,
     max_bytes: int,
     max_pixels: int,
-    target_size: int | None = None,
+    target_size: int | Callable[[int, int], int | None] | None = None,
 ) -> DecodedImage:
     """Validate and decode an uploaded image (the order of the checks is in the module docstring).
 
@@ -174,7 +175,9 @@ def decode_image(
         max_bytes: Largest accepted body, in bytes.
         max_pixels: Largest accepted ``width * height``, decided from the header before decoding.
         target_size: The model input size the whole image will be letterboxed to, to allow JPEG's faster reduced
-            decoding; ``None`` (the default) decodes every pixel. See the module docstring.
+            decoding; ``None`` (the default) decodes every pixel. See the module docstring. A callable is asked
+            with the upright ``(width, height)`` read from the header, before any pixel is decoded, and answers the
+            size or ``None`` (e.g. ``None`` when the image will be tiled, which needs every pixel).
 
     Returns:
         The decoded image.
@@ -216,15 +219,16 @@ def decode_image(
             details={"width": width, "height": height, "max_pixels": max_pixels},
         )
     check_data_covers(data, media_type, width, height)
+    reduce_to = _reduce_to(image, target_size) if media_type == "image/jpeg" else None
     try:
-        box = _draft(image, target_size) if target_size and media_type == "image/jpeg" else None
+        box = _draft(image, reduce_to) if reduce_to else None
         image.load()
         orientation = _orientation(image)
         if orientation in _ORIENTATION:
             ImageOps.exif_transpose(image, in_place=True)
             if box is not None:
                 box = _orient_box(box, image.size, orientation)
-        rgb = _to_rgb(image)
+        rgb = to_rgb(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _bomb(exc) from exc
     except Exception as exc:
@@ -297,6 +301,16 @@ def _bomb(exc: Exception) -> PayloadTooLarge:
     )
 
 
+def _reduce_to(image: Image.Image, target_size: int | Callable[[int, int], int | None] | None) -> int | None:
+    """The letterbox size to decode a JPEG for, asking a callable ``target_size`` with the upright size."""
+    if target_size is None or isinstance(target_size, int):
+        return target_size
+    width, height = image.size
+    if _orientation(image) in (5, 6, 7, 8):  # EXIF is in the header: the upright size is known before decoding
+        width, height = height, width
+    return target_size(width, height)
+
+
 def _draft(image: Image.Image, target_size: int) -> tuple[float, float, float, float] | None:
     """Ask libjpeg to decode at the smallest DCT scale that still covers a letterbox to ``target_size``.
 
@@ -352,7 +366,7 @@ def _orient_box(
     return (min(ax, bx), min(ay, by), max(ax, bx), max(ay, by))
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
     """``image`` as RGB (itself when it already is), its first frame if animated."""
     if getattr(image, "is_animated", False):
         # Keep only the first frame: the copy lets go of the file (and the other frames).

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from services.errors import UpstreamError
-from services.gateway.tensors import shape_proto, to_ndarray, to_tensor_proto
-from services.gen.tfs import tensor_pb2, types_pb2
+from services.gateway.tensors import encode_predict_request, shape_proto, to_ndarray, to_tensor_proto
+from services.gen.tfs import predict_pb2, tensor_pb2, types_pb2
 
 
 @pytest.mark.parametrize(
@@ -109,3 +109,34 @@ def test_a_scalar_and_an_empty_tensor() -> None:
 def test_malformed_tensors_are_upstream_errors(proto: tensor_pb2.TensorProto) -> None:
     with pytest.raises(UpstreamError):
         to_ndarray(proto)
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        {"images": np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)},
+        {"x": np.arange(12, dtype=">f4").reshape(3, 4)[:, ::2], "ids": np.zeros([1], np.int32)},  # strided, big-endian
+        {"names": np.array([b"a", b"bc"], dtype=object), "empty": np.zeros((0, 3), np.float64)},
+        {"long": np.ones(300_000, np.uint8)},  # multi-byte lengths
+    ],
+)
+def test_encoded_predict_request_is_the_message_serialize_would_send(inputs: dict[str, np.ndarray]) -> None:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "demo"
+    request.model_spec.version.value = 3
+    request.output_filter.append("detection_boxes")
+    expected = predict_pb2.PredictRequest()
+    expected.CopyFrom(request)
+    for name, array in inputs.items():
+        expected.inputs[name].CopyFrom(to_tensor_proto(array))
+
+    decoded = predict_pb2.PredictRequest.FromString(encode_predict_request(request, inputs))
+
+    assert decoded == expected
+    for name, array in inputs.items():
+        np.testing.assert_array_equal(to_ndarray(decoded.inputs[name]), array)
+
+
+def test_encoding_refuses_a_dtype_tensorflow_lacks() -> None:
+    with pytest.raises(TypeError):
+        encode_predict_request(predict_pb2.PredictRequest(), {"t": np.array(["2026-01-01"], dtype="datetime64[D]")})

@@ -286,6 +286,25 @@ def test_reduced_decoding_only_where_it_helps() -> None:
     assert not decode(png, target_size=160).reduced  # only JPEG has DCT scaling
 
 
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_a_callable_target_size_decides_from_the_upright_header_size(orientation: int) -> None:
+    data = with_orientation(patched(1283, 721, (100, 60, 400, 300)), orientation)
+    asked: list[tuple[int, int]] = []
+
+    def whole_view(width: int, height: int) -> int | None:
+        asked.append((width, height))
+        return 160
+
+    reduced = decode(data, target_size=whole_view)
+    upright = (721, 1283) if orientation == 6 else (1283, 721)
+    assert asked == [upright]
+    assert reduced.reduced and (reduced.width, reduced.height) == upright
+    assert letterbox(reduced, 160)[1] == letterbox(decode(data, target_size=160), 160)[1]
+    # ``None`` (an image to be tiled): every pixel.
+    full = decode(data, target_size=lambda width, height: None)
+    assert not full.reduced and full.image.size == upright
+
+
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
 def test_mutated_images_only_ever_raise_our_errors(fmt: str) -> None:
     rng = np.random.default_rng(11)

@@ -40,7 +40,8 @@ def server_options(settings: GatewaySettings) -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
         ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
         # gRPC sets SO_REUSEPORT by default: a second gateway on the same port would share it without an error.
-        ("grpc.so_reuseport", 0),
+        # Only the processes of one gateway (SPOTTER_GATEWAY_WORKERS > 1, services.gateway.workers) share it.
+        ("grpc.so_reuseport", 1 if settings.gateway_workers > 1 else 0),
         *_KEEPALIVE,
     ]
 
