@@ -1,6 +1,6 @@
 """The gateway's FastAPI application: wiring only.
 
-The lifespan builds the TFS client, the model catalog, the batcher, the dataplane and a Redis client, puts them on
+The lifespan builds the TFS client, the model catalog, the batcher and the dataplane, puts them on
 ``app.state`` (routes reach them through ``services.gateway.api.deps``), and closes them on shutdown. When the gRPC
 API is present (``services.gateway.rpc.server.lifespan(app)``, an async context manager), it runs inside this
 lifespan on the same event loop and the same dataplane and batcher, so gRPC and REST requests share batches.
@@ -13,11 +13,10 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import Depends, FastAPI
-from redis.asyncio import Redis
 
 from services.gateway.api.errors import install_error_handlers
 from services.gateway.api.middleware import BodyReadTimeout, RequestContextMiddleware, track_inflight
-from services.gateway.api.routes import datasets, health, jobs, models
+from services.gateway.api.routes import datasets, health, jobs, models, ui
 from services.gateway.batcher import Batcher
 from services.gateway.catalog import ModelCatalog
 from services.gateway.config import GatewaySettings
@@ -48,14 +47,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         work_conserving=settings.batch_work_conserving,
         retry_after=settings.retry_after_seconds,
     )
-    redis = Redis.from_url(settings.redis_url)  # connects on first use
     app.state.tfs = tfs
     app.state.catalog = catalog
     app.state.batcher = batcher
     app.state.dataplane = Dataplane(settings, catalog, batcher)
-    app.state.redis = redis
     async with AsyncExitStack() as stack:
-        stack.push_async_callback(redis.aclose)
         stack.push_async_callback(tfs.close)
         stack.push_async_callback(batcher.close)
         stack.push_async_callback(catalog.close)
@@ -79,7 +75,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    for routes in (health, models, datasets, jobs):
+    for routes in (health, models, datasets, jobs, ui):
         app.include_router(routes.router)
     app.add_middleware(
         BodyReadTimeout,
