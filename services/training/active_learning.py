@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from services.errors import InvalidParameter
+from services.jobs.params import ActiveLearningParams, EvaluateParams, ExportParams, TrainParams
 from services.training import pipeline, plots
+from services.training.checks import check_train, dataset_classes, detector_version, resolve_path
 from services.training.datasets.derive import derive_version, example_image, read_version_images
 from services.training.datasets.manifest import Manifest
 from services.training.datasets.problems import ProblemReport
@@ -40,18 +42,9 @@ from services.training.datasets.storage import DatasetStore
 from services.training.datasets.tfrecord import iter_records
 from services.training.datasets.validate import ImageProblem, ValidImage, valid_image_from_bytes
 from services.training.gate import GateRefused
-from services.training.params import (
-    ActiveLearningParams,
-    EvaluateParams,
-    ExportParams,
-    TrainParams,
-    check_train,
-    dataset_classes,
-    detector_version,
-    resolve_path,
-)
 from services.training.pool import keep_known, read_pool_folder
 from services.training.review import Thresholds, Verdict, judge, rounds_table, write_review
+from services.training.selection import select_for_review
 from services.vision.boxes import Detection
 
 log = logging.getLogger(__name__)
@@ -154,10 +147,6 @@ def _content_hashes(store: DatasetStore, manifest: Manifest) -> set[str]:
     }
 
 
-def _ap_by_class(result: dict[str, Any]) -> dict[str, float | None]:
-    return {name: entry.get("ap50") for name, entry in result["per_class"].items()}
-
-
 def run(
     params: ActiveLearningParams,
     reporter: pipeline.Reporter,
@@ -169,7 +158,7 @@ def run(
     """Run the rounds (see the module's text); the job's result: the report's summary and where everything is.
 
     Args:
-        params: checked at submit (:func:`services.training.params.check_active_learning`).
+        params: checked at submit (:func:`services.training.checks.check_active_learning`).
         reporter: the job's reporter.
         data_dir: the data folder (datasets, runs, the pool).
         model_root: the model repository.
@@ -214,8 +203,8 @@ def run(
         "start": {
             "model_version": params.version,
             "dataset_version": manifest.version,
-            "map50": baseline["map50"],
-            "ap50": _ap_by_class(baseline),
+            "map50": baseline.map50,
+            "ap50": baseline.ap50(),
         },
         "current": {"round": 0, "model_version": params.version, "dataset_version": manifest.version},
         "rounds": [],
@@ -244,23 +233,38 @@ def run(
             for image, found in zip(remaining, detections, strict=True)
         ]
         folder = reporter.artifacts / f"round-{number}"
-        review = write_review(folder / "review", verdicts, {i.filename: i.encoded() for i in remaining})
+        to_review, selection = select_for_review(
+            verdicts,
+            detections,
+            [i.encoded() for i in remaining],
+            strategy=params.selection,
+            budget=params.budget,
+            seed=(params.seed, number),
+            decision_score=params.decision_score,
+            max_similarity=params.max_similarity,
+        )
+        review = write_review(folder / "review", to_review, {i.filename: i.encoded() for i in remaining})
         accepted = [
             added
             for image, verdict in zip(remaining, verdicts, strict=True)
             if verdict.accepted and (added := _accepted_image(image, verdict, problems)) is not None
         ]
         entry = _round_entry(
-            number, classes, verdicts, _class_counts(data_dir, params.dataset, dataset_version, classes)
+            number,
+            classes,
+            verdicts,
+            _class_counts(data_dir, params.dataset, dataset_version, classes),
+            {v.filename for v in to_review},
         )
         entry.update(
+            selection=selection,
             complete=False,
             state="judged",
             model_version_before=version,
             dataset_version_before=dataset_version,
             review_files=review,
-            map50_before=current["map50"],
-            ap50_before=_ap_by_class(current),
+            map50_before=current.map50,
+            ap50_before=current.ap50(),
         )
         report["rounds"].append(entry)
         log.info(
@@ -316,8 +320,8 @@ def run(
         pipeline.train(train, part(0.15, 0.8), data_dir, model_root)
         data = {"dataset": params.dataset, "dataset_version": derived.manifest.version}
         current = pipeline.evaluate(EvaluateParams(run=run_name, **data), part(0.8, 0.88), data_dir, model_root)
-        entry.update(map50_after=current["map50"], ap50_after=_ap_by_class(current), state="trained")
-        entry["gain"] = round((current["map50"] or 0.0) - (entry["map50_before"] or 0.0), 6)
+        entry.update(map50_after=current.map50, ap50_after=current.ap50(), state="trained")
+        entry["gain"] = round((current.map50 or 0.0) - (entry["map50_before"] or 0.0), 6)
         _write(reporter, report)
         try:
             exported = pipeline.export(
@@ -330,7 +334,7 @@ def run(
             entry.update(state="gate_refused", gate=exc.details, complete=True)
             report["stopped"] = f"round {number}: the gate refused its model ({exc.message})"
             break
-        version, dataset_version = int(exported["version"]), derived.manifest.version
+        version, dataset_version = exported.version, derived.manifest.version
         entry.update(model_version=version, state="published", complete=True)
         report["current"] = {"round": number, "model_version": version, "dataset_version": dataset_version}
         accepted_names = {v.filename for v in verdicts if v.accepted}
@@ -338,7 +342,7 @@ def run(
         _write(reporter, report)
         reporter.update(
             counts={"rounds": number, "accepted": sum(r["accepted"] for r in report["rounds"])},
-            metrics={"map50": current["map50"]},
+            metrics={"map50": current.map50},
             force=True,
         )
         if not remaining:
@@ -383,9 +387,14 @@ def run(
 
 
 def _round_entry(
-    number: int, classes: Sequence[str], verdicts: Sequence[Verdict], before: dict[str, dict[str, int]]
+    number: int,
+    classes: Sequence[str],
+    verdicts: Sequence[Verdict],
+    before: dict[str, dict[str, int]],
+    sent: set[str],
 ) -> dict[str, Any]:
-    """Counts of one round: per class, boxed train images before, accepted (images, boxes) and sent to review."""
+    """Counts of one round: per class, boxed train images before, accepted (images, boxes) and sent to review (of
+    those not accepted, the ones ``sent``: within the budget)."""
     per_class: dict[str, dict[str, Any]] = {
         c: {"labelled_before": before[c], "accepted": {"images": 0, "boxes": 0}, "review": 0} for c in classes
     }
@@ -397,11 +406,11 @@ def _round_entry(
                 per_class[name]["accepted"]["images"] += 1
             for d in verdict.candidates:
                 per_class[d.label]["accepted"]["boxes"] += 1
-        else:
+        elif verdict.filename in sent:
             reasons[verdict.reason] = reasons.get(verdict.reason, 0) + 1
             if verdict.label is not None:
                 per_class[verdict.label]["review"] += 1
-        if verdict.label is None:
+        if verdict.label is None and (verdict.accepted or verdict.filename in sent):
             unlabelled["accepted" if verdict.accepted else "review"] += 1
     accepted = sum(v.accepted for v in verdicts)
     boxed = sum(b["images"] for b in before.values())
@@ -409,7 +418,8 @@ def _round_entry(
         "round": number,
         "predicted": len(verdicts),
         "accepted": accepted,
-        "review": len(verdicts) - accepted,
+        "review": len(sent),
+        "not_sent": len(verdicts) - accepted - len(sent),
         "increase": accepted / boxed if boxed else 0.0,
         "review_reasons": reasons,
         "unlabelled": unlabelled,

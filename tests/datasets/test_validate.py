@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -11,6 +13,7 @@ from services.training.datasets.annotations import DatasetKind, ImageAnnotation,
 from services.training.datasets.problems import ProblemReport, Severity
 from services.training.datasets.validate import check_box, inspect_image, validate_images
 from services.vision.boxes import Box
+from services.vision.images import decode_image
 from tests.datasets.fixtures import scenes
 
 
@@ -123,6 +126,22 @@ def test_images_tensorflow_cannot_take_as_they_are_are_reencoded(mode: str, tmp_
     )
     assert valid.format == "png" and valid.path.parent == tmp_path / "re"
     assert [p.code for p in report.problems] == ["reencoded"]
+
+
+def test_sixteen_bit_grey_is_reencoded_by_its_high_byte_as_the_gateway_decodes_it(tmp_path: Path) -> None:
+    path = tmp_path / "deep.png"
+    pixels = np.array([[0x0000, 0x40FF], [0x8040, 0xFFFF]], dtype=np.uint16)
+    Image.fromarray(pixels).save(path, format="PNG")
+    info = inspect_image(path)
+    assert info.data is not None
+    with Image.open(io.BytesIO(info.data)) as image:
+        assert image.mode == "RGB" and np.asarray(image)[..., 0].tolist() == [[0x00, 0x40], [0x80, 0xFF]]
+    assert (
+        np.asarray(
+            decode_image(path.read_bytes(), content_type="image/png", max_bytes=1 << 20, max_pixels=1 << 20).image
+        ).tolist()
+        == np.asarray(Image.open(io.BytesIO(info.data))).tolist()
+    )
 
 
 def test_too_many_pixels_is_an_error(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ from services.training.datasets.annotations import (
 )
 from services.training.datasets.problems import ProblemReport
 from services.vision.boxes import Box
+from services.vision.images import to_rgb
 
 MAX_IMAGE_BYTES = 64 << 20
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -104,7 +105,7 @@ def inspect_image(source: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) ->
             if image.mode in _KEEP_MODES.get(fmt, set()):
                 return _Inspected(width, height, fmt.lower(), None)
             out = io.BytesIO()
-            image.convert("RGB").save(out, format="PNG")
+            to_rgb(image).save(out, format="PNG")  # as the gateway decodes: 16-bit grey by its high byte
             return _Inspected(width, height, "png", out.getvalue())
     except UnidentifiedImageError as exc:
         raise ImageProblem("not_an_image", "not a JPEG or PNG image") from exc

@@ -9,19 +9,25 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from services.jobs.params import ActiveLearningParams
 from services.training import active_learning
+from services.training.checks import check_active_learning
 from services.training.datasets.annotations import SourceFormat
 from services.training.datasets.derive import read_version_images
-from services.training.datasets.importer import ImportRequest, import_dataset
+from services.training.datasets.importer import import_dataset
+from services.training.datasets.request import ImportRequest
 from services.training.datasets.storage import DatasetStore
-from services.training.params import ActiveLearningParams, check_active_learning
+from services.training.datasets.validate import ValidImage
+from services.training.selection import detection_doubt
 from services.training.synthetic import CLASSES, Scene, generate_scenes
-from services.vision.boxes import Box, iou
+from services.vision.boxes import Box, Detection, iou
 from tests.datasets.fixtures import write_voc_with_label_map
 from tests.tf.training.test_pipeline import DEMO, Reporter
 
@@ -147,3 +153,53 @@ def test_one_round_adds_right_boxes_publishes_a_version_and_does_not_lower_ap(
     assert entry["per_class"]["circle"]["labelled_before"]["images"] == old.counts["train"].per_class["circle"].images
     assert any("labelled before" in r.getMessage() and "AP@0.5 after" in r.getMessage() for r in caplog.records)
     assert (reporter.artifacts / "rounds.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_budget_sends_the_most_doubtful_pool_images_to_review(world: dict[str, Any], tmp_path: Path) -> None:
+    """The demo detector's real detections on the pool; scores are capped below min_score so that nothing is accepted
+    (acceptance is not what this test is about) and the round ends after review, before any training."""
+    data, models = world["data"], world["models"]
+    params = check_active_learning(
+        ActiveLearningParams(
+            model="shapes",
+            version=1,
+            dataset="shapes",
+            dataset_version=1,
+            pool="pool",
+            rounds=1,
+            min_score=0.995,
+            unlabelled_min_score=0.995,
+            budget=5,
+            selection="uncertainty",
+            seed=3,
+        ),
+        data,
+        models,
+    )
+    local = active_learning.local_predictor(models, "shapes", CLASSES, 8)
+    seen: dict[str, list[Detection]] = {}
+
+    def predict(images: Sequence[ValidImage], version: int) -> list[list[Detection]]:
+        capped = [[replace(d, score=min(d.score, 0.99)) for d in found] for found in local(images, version)]
+        seen.update({i.filename: found for i, found in zip(images, capped, strict=True)})
+        return capped
+
+    reporter = Reporter(tmp_path, "al-budget")
+    result = active_learning.run(params, reporter, data, models, predict=predict)
+    report = json.loads((reporter.artifacts / "active_learning.json").read_text())
+    (entry,) = report["rounds"]
+    assert entry["state"] == "nothing_accepted" and result["model_version"] == 1
+    assert (entry["accepted"], entry["review"], entry["not_sent"]) == (0, 5, entry["predicted"] - 5)
+
+    # The five sent are the five most in doubt by their own detections (unless one was a near-duplicate).
+    selection = entry["selection"]
+    chosen = [c["filename"] for c in selection["chosen"]]
+    skipped = {s["filename"] for s in selection["near_duplicates_skipped"]}
+    doubt = {name: detection_doubt(found, params.decision_score) for name, found in seen.items()}
+    ranked = [n for n in sorted(doubt, key=lambda n: -doubt[n]) if n not in skipped]
+    assert [doubt[n] for n in chosen] == pytest.approx(sorted((doubt[n] for n in ranked), reverse=True)[:5])
+    assert [c["doubt"] for c in selection["chosen"]] == pytest.approx([doubt[n] for n in chosen], abs=1e-6)
+    assert len(seen) == entry["predicted"] == selection["candidates"]
+    listed = json.loads((reporter.artifacts / "round-1" / "review" / "review.json").read_text())
+    assert [r["filename"] for r in listed] == chosen
+    assert len(list((reporter.artifacts / "round-1" / "review" / "voc" / "images").iterdir())) == 5
