@@ -32,27 +32,29 @@ run: $(GENERATED) ## set up, then start the model server, gateway and worker on 
 	scripts/ensure-redis.sh
 	$(BIN)/spotter run
 
-test: $(GENERATED) ## set up, then run every test (TensorFlow-free process first, then the TensorFlow one)
+test: $(GENERATED) ## set up, then run every test (the TensorFlow-free process and the TensorFlow one side by side)
 	scripts/ensure-redis.sh
 	scripts/ensure-prometheus.sh
-	$(BIN)/pytest tests --ignore=tests/tf --durations=15 $(PYTEST_ARGS)
-	$(BIN)/pytest tests/tf --durations=15 $(PYTEST_ARGS)
+	scripts/ensure-chromium.sh
+	scripts/run-tests.sh $(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: $(GENERATED) ## the tests without the slow and integration tiers
 	$(BIN)/pytest tests --ignore=tests/tf -m "not slow and not integration" $(PYTEST_ARGS)
 	$(BIN)/pytest tests/tf -m "not slow and not integration" $(PYTEST_ARGS)
 
-lint: $(GENERATED) ## ruff and mypy
+lint: $(GENERATED) ## ruff, mypy and the layer contracts (import-linter)
 	$(BIN)/ruff check services tests benchmarks
 	$(BIN)/ruff format --check services tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 fmt: $(INSTALLED) ## format and fix what ruff can
 	$(BIN)/ruff format services tests benchmarks
 	$(BIN)/ruff check --fix services tests benchmarks
 
-bench: $(GENERATED) ## served images/s against the in-process ceiling, batching on and off
+bench: $(GENERATED) ## served images/s against the ceiling (best of in process and the model server alone), batching on and off; the gateway's own ceiling
 	$(BIN)/python -m benchmarks.serving
+	$(BIN)/python -m benchmarks.gateway_ceiling
 
 demo-model: $(GENERATED) ## train and export models/demo/1 from generated scenes (seeded, reproducible)
 	$(BIN)/spotter demo-model --output models/demo

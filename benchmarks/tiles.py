@@ -47,7 +47,8 @@ class _Reporter:
 def make_dataset(base: Path, *, seed: int, train: int, held_out: int) -> Path:
     """Write the posters as VOC (with the synthetic classes' label map) and import them; the data folder."""
     from services.training.datasets.annotations import ObjectAnnotation, SourceFormat
-    from services.training.datasets.importer import ImportRequest, import_dataset
+    from services.training.datasets.importer import import_dataset
+    from services.training.datasets.request import ImportRequest
     from services.training.datasets.storage import DatasetStore
     from services.training.datasets.voc import write_voc
 
@@ -116,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-root", type=Path, default=Path("models"))
     args = parser.parse_args(argv)
     configure_logging("INFO", json=False)
+    from services.jobs.params import TrainParams
     from services.training import pipeline
-    from services.training.params import TrainParams, check_train
+    from services.training.checks import check_train
 
     data = args.out / "data"
     if not (data / "datasets" / "posters").is_dir():

@@ -27,7 +27,7 @@ from services.gateway.modelconfig import configured_models
 from services.gateway.signatures import Kind, VersionInfo, describe_signature, unusable
 from services.gateway.tfs import SERVING_DEFAULT, TfsClient
 from services.gen.tfs import get_model_status_pb2, meta_graph_pb2
-from services.training.params import version_metadata
+from services.model_repository import version_metadata
 from services.vision.labelmap import load_label_map
 from services.vision.tiling import ModelViews
 

@@ -22,7 +22,8 @@ from services.modelserver.config import ConfiguredModels, ModelServerSettings, M
 from services.modelserver.grpc_service import create_grpc_server
 from services.modelserver.repository import ModelRepository
 from services.modelserver.rest import create_app
-from services.modelserver.servable import Servable, load_servable
+from services.modelserver.servable import Servable
+from services.modelserver.warmup import load_servable
 
 log = logging.getLogger(__name__)
 

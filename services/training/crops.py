@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
+from services.jobs.params import TrainParams
 from services.training.augment import AugmentConfig, crop_window
 from services.training.detector import DetectorConfig
 from services.training.inputs import AUTOTUNE, MAX_OBJECTS, finish_example, parse_native
-from services.training.params import TrainParams
 from services.training.views import choose_views, size_stats
 from services.vision.tiling import Views
 

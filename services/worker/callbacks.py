@@ -19,9 +19,9 @@ from redis import Redis
 from rq.exceptions import AbandonedJobError
 from rq.job import Job
 
+from services.jobs.public import strip_paths
 from services.worker.context import worker_settings
 from services.worker.progress import will_retry
-from services.worker.public import strip_paths
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def on_failure(
             + (" and will run again" if job.retries_left else ""),
         )
         if not job.retries_left:
-            from services.worker.control import cancel_dependents
+            from services.jobs.chains import cancel_dependents
 
             cancel_dependents(job, f"job {job.id} before it was abandoned")
     else:

@@ -33,11 +33,11 @@ def worker(
     import redis
     from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
+    from services.jobs.queues import ALL_QUEUES, redis_connection
     from services.logs import configure_logging
     from services.worker.config import WorkerSettings
     from services.worker.context import set_worker_settings
     from services.worker.metrics import serve_metrics
-    from services.worker.queues import ALL_QUEUES, redis_connection
     from services.worker.worker import build_worker, sweep_leftovers
 
     settings = WorkerSettings()

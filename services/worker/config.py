@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from services.training.datasets.settings import DatasetSettings
-from services.worker.queues import ALL_QUEUES
+from services.jobs.queues import ALL_QUEUES
+from services.settings import DatasetSettings
 
 
 class WorkerSettings(DatasetSettings):

@@ -32,13 +32,15 @@ from rq.job import Job, JobStatus
 from rq.job_lifecycle import call_exception_handlers
 
 from services.errors import SpotterError
-from services.training.datasets.storage import STAGING_PREFIX, DatasetStore
+from services.files import atomic_write_json
+from services.jobs.queues import SERIALIZER, fetch_job
+from services.jobs.records import job_dir
+from services.training.datasets.storage import DatasetStore
 from services.worker.callbacks import record_error
 from services.worker.children import guard_children
 from services.worker.context import worker_settings
 from services.worker.metrics import job_outcome, record_job
-from services.worker.progress import RESULT_FILE, job_dir, write_json
-from services.worker.queues import SERIALIZER, fetch_job
+from services.worker.progress import RESULT_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -164,11 +166,12 @@ def after_job(job: Job, seconds: float, data_dir: Path) -> None:
         result = job_dir(data_dir, job.id) / RESULT_FILE
         if not result.exists():
             error = meta.get("error") or {"code": "internal", "message": "the job failed without a message"}
-            write_json(result, {"job_id": job.id, "type": meta.get("type"), "status": status.value, "error": error})
+            body = {"job_id": job.id, "type": meta.get("type"), "status": status.value, "error": error}
+            atomic_write_json(result, body)
     if status in ENDED:
         remove_job_leftovers(data_dir, job.id)
     if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
-        from services.worker.control import cancel_dependents
+        from services.jobs.chains import cancel_dependents
 
         try:
             cancel_dependents(job, f"job {job.id} before it ended {status.value}")
@@ -184,17 +187,11 @@ def remove_job_leftovers(data_dir: Path, job_id: str) -> None:
     DatasetStore(data_dir).remove_staging(job_id)
 
 
-def _token(staged: Path) -> str:
-    return staged.name[len(STAGING_PREFIX) :].rsplit("-", 1)[0]
-
-
 def sweep_leftovers(data_dir: Path, connection: redis.Redis, stale_hours: float) -> int:
     """Remove uploads and staging folders whose job has ended, or that no job claims and are older than
     ``stale_hours`` (a CLI import may be writing one right now: young ones stay); how many were removed."""
     candidates = [(p, p.name) for p in (data_dir / "uploads").glob("*")] if (data_dir / "uploads").is_dir() else []
-    datasets = data_dir / "datasets"
-    if datasets.is_dir():
-        candidates += [(p, _token(p)) for p in datasets.glob(f"*/{STAGING_PREFIX}*")]
+    candidates += DatasetStore(data_dir).staged()
     cutoff = time.time() - stale_hours * 3600
     removed = 0
     for path, token in candidates:

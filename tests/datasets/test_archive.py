@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from services.errors import InvalidInput, PayloadTooLarge, SpotterError, UnsupportedMediaType
+from services.settings import ArchiveLimits
 from services.training.datasets.annotations import SourceFormat
-from services.training.datasets.archive import ArchiveLimits, check_archive, extract_archive, safe_name
-from services.training.datasets.importer import ImportRequest, import_dataset
+from services.training.datasets.archive import check_archive, extract_archive, safe_name
+from services.training.datasets.importer import import_dataset
+from services.training.datasets.request import ImportRequest
 from services.training.datasets.storage import DatasetStore
 from tests.datasets.fixtures import tree
 

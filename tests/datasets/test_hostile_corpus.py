@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from services.errors import InvalidInput
+from services.settings import ArchiveLimits
 from services.training.datasets.annotations import DatasetKind, ImageAnnotation, SourceFormat
-from services.training.datasets.archive import ArchiveLimits, check_archive
+from services.training.datasets.archive import check_archive
 from services.training.datasets.csv_format import read_csv_files
 from services.training.datasets.paths import index_images, walk_files
 from services.training.datasets.problems import ProblemReport

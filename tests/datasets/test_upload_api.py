@@ -13,8 +13,8 @@ from rq.job import JobStatus
 
 from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
+from services.jobs.queues import ALL_QUEUES, fetch_job, get_queue
 from services.worker.config import WorkerSettings
-from services.worker.queues import ALL_QUEUES, fetch_job, get_queue
 from tests.datasets.fixtures import scenes, tree, write_voc_dataset, zip_folder
 from tests.datasets.test_archive import JPEG, make_zip
 from tests.datasets.test_voc import BILLION_LAUGHS

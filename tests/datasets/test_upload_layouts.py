@@ -19,9 +19,9 @@ from rq.job import JobStatus
 
 from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
+from services.jobs.queues import fetch_job
 from services.processes import spotter_command
 from services.worker.config import WorkerSettings
-from services.worker.queues import fetch_job
 from tests.datasets.fixtures import tree, zip_folder
 from tests.datasets.hostile import archive_cases, build_archive, scene_image
 from tests.datasets.test_upload_api import queued

@@ -6,7 +6,6 @@ without the model server.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 
 import httpx
@@ -14,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services import errors
-from services.gateway.api.errors import http_status
 from services.gateway.app import create_app
+from services.gateway.calls import http_status
 from services.gateway.config import GatewaySettings
 from tests.support.processes import free_port
 
@@ -177,7 +176,3 @@ def test_metrics_are_exposed(client: TestClient) -> None:
     text = client.get("/metrics").text
     assert "spotter_request_duration_seconds_bucket" in text
     assert "spotter_model_server_up 0.0" in text
-
-
-def test_tensorflow_is_never_imported(client: TestClient) -> None:
-    assert "tensorflow" not in sys.modules

@@ -6,7 +6,6 @@ import asyncio
 import io
 import re
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 
@@ -301,10 +300,6 @@ def test_a_new_version_is_served_within_ten_seconds(
     assert detect(http, "fresh", solid(16, 16), "version=1&min_score=0").json()["detections"][0]["score"] == (
         pytest.approx(1.0, abs=1e-5)
     )
-
-
-def test_no_tensorflow_in_this_process() -> None:
-    assert "tensorflow" not in sys.modules
 
 
 def test_metrics_after_traffic(http: httpx.Client) -> None:

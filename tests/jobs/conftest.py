@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
+from services.jobs.queues import ALL_QUEUES, get_queue
 from services.training.datasets.manifest import (
     ClassCounts,
     ClassEntry,
@@ -22,7 +23,6 @@ from services.training.datasets.manifest import (
     now_iso,
     write_manifest,
 )
-from services.worker.queues import ALL_QUEUES, get_queue
 from tests.support.processes import free_port
 
 KEY = {"X-API-Key": "k1"}

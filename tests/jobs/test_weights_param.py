@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.gateway.config import GatewaySettings
-from services.training.params import TrainParams
+from services.jobs.params import TrainParams
 from tests.jobs.conftest import KEY, queued
 
 TRAIN = {"type": "train", "dataset": "shapes", "input_size": 128, "epochs": 2}

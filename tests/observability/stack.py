@@ -27,11 +27,11 @@ import redis
 import yaml
 from PIL import Image
 
+from services.jobs.queues import DATA_QUEUE, enqueue, fetch_job
+from services.jobs.types import IMPORT, import_body
 from services.training.datasets.annotations import SourceFormat
-from services.training.datasets.importer import ImportRequest
+from services.training.datasets.request import ImportRequest
 from services.vision.tiling import plan_views
-from services.worker.jobs import IMPORT_JOB, import_body
-from services.worker.queues import DATA_QUEUE, enqueue, fetch_job
 from tests.observability.support import REPO, Prometheus, local_config, rules_with_short_for, start_prometheus
 from tests.support.modelserver import ModelServerHandle, running_model_server
 from tests.support.processes import ServerProcess, free_port, spotter_command, start_server
@@ -101,11 +101,11 @@ def enqueue_jobs(connection: redis.Redis, data_dir: Path) -> dict[str, str]:
     good = ImportRequest(name="shades", format=SourceFormat.FOLDERS, source=source)
     missing = ImportRequest(name="ghost", format=SourceFormat.FOLDERS, source=data_dir / "incoming" / "nothing-here")
     jobs = {  # job id -> the outcome its metrics must show
-        enqueue(connection, DATA_QUEUE, IMPORT_JOB, import_body(good), job_type="import").id: "finished",
-        enqueue(connection, DATA_QUEUE, IMPORT_JOB, import_body(missing), job_type="import", retries=0).id: "rejected",
+        enqueue(connection, DATA_QUEUE, IMPORT.func, import_body(good), job_type="import").id: "finished",
+        enqueue(connection, DATA_QUEUE, IMPORT.func, import_body(missing), job_type="import", retries=0).id: "rejected",
     }
     for _ in range(3):  # a body without its request: a KeyError in the job, which is the system's fault
-        jobs[enqueue(connection, DATA_QUEUE, IMPORT_JOB, {}, job_type="import", retries=0).id] = "failed"
+        jobs[enqueue(connection, DATA_QUEUE, IMPORT.func, {}, job_type="import", retries=0).id] = "failed"
     return jobs
 
 

@@ -14,8 +14,8 @@ from prometheus_client import generate_latest
 from rq import Worker
 from rq.job import JobStatus
 
+from services.jobs.queues import DATA_QUEUE, SERIALIZER, TRAIN_QUEUE, enqueue, get_queue
 from services.worker.metrics import job_outcome, serve_metrics, worker_registry
-from services.worker.queues import DATA_QUEUE, SERIALIZER, TRAIN_QUEUE, enqueue, get_queue
 
 
 @pytest.fixture

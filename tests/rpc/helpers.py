@@ -14,7 +14,7 @@ import pytest
 
 from services import errors
 from services.gateway.config import GatewaySettings
-from services.gen.spotter.v1 import detection_pb2
+from services.vision.results import DetectResult
 from tests.gateway.helpers import RunningGateway, gateway_settings
 from tests.support.modelserver import ModelServerHandle
 
@@ -59,8 +59,9 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
     return condition()
 
 
-def as_rest(response: detection_pb2.DetectResponse) -> dict[str, Any]:
-    """A ``DetectResponse`` in the REST API's JSON shape, to compare the two transports field for field."""
+def as_rest(response: DetectResult) -> dict[str, Any]:
+    """A gRPC client's answer in the REST API's JSON shape, field by field (not through the result's own
+    ``to_dict``), to compare the two transports."""
     return {
         "model": response.model,
         "version": response.version,

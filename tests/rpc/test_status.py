@@ -10,7 +10,7 @@ import pytest
 from services import errors
 from services.client.rpc import frame_error
 from services.gateway.rpc.convert import frame_error as frame_error_message
-from services.gateway.rpc.status import GRPC_STATUS, error_from_status, error_trailers, grpc_status
+from services.grpc_errors import GRPC_STATUS, error_from_status, error_trailers, grpc_status
 from tests.conftest import REPO
 
 

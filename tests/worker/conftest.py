@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from services.jobs.queues import redis_connection
 from services.worker.config import WorkerSettings
 from services.worker.context import set_worker_settings
-from services.worker.queues import redis_connection
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ from prometheus_client import generate_latest
 from rq.command import send_stop_job_command
 from rq.job import JobStatus
 
+from services.jobs.queues import ALL_QUEUES, DATA_QUEUE, SERIALIZER, TRAIN_QUEUE, enqueue, fetch_job
+from services.jobs.records import job_dir, record
 from services.worker.config import WorkerSettings
 from services.worker.metrics import worker_registry
-from services.worker.progress import RESULT_FILE, job_dir
-from services.worker.queues import ALL_QUEUES, DATA_QUEUE, SERIALIZER, TRAIN_QUEUE, enqueue, fetch_job
-from services.worker.records import record
+from services.worker.progress import RESULT_FILE
 from services.worker.worker import build_worker
 from tests.worker.helpers import run_burst_worker, start_worker
 from tests.worker.jobs_for_tests import MODULE

@@ -18,11 +18,11 @@ from prometheus_client import generate_latest
 from rq import worker_registration
 from rq.job import JobStatus
 
+from services.jobs.queues import ALL_QUEUES, TRAIN_QUEUE, enqueue, fetch_job, get_queue
+from services.jobs.records import record
 from services.processes import free_port
 from services.worker.config import WorkerSettings
 from services.worker.metrics import worker_registry
-from services.worker.queues import ALL_QUEUES, TRAIN_QUEUE, enqueue, fetch_job, get_queue
-from services.worker.records import record
 from services.worker.worker import sweep_leftovers
 from tests.worker.helpers import children, group_members, running, start_worker
 from tests.worker.jobs_for_tests import MODULE

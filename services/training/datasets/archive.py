@@ -28,17 +28,9 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from services.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from services.settings import ArchiveLimits
 from services.training.datasets.annotations import SourceFormat
 from services.training.datasets.paths import IMAGE_SUFFIXES
-
-
-@dataclass(frozen=True)  # no slots: the class attributes are the defaults settings classes refer to
-class ArchiveLimits:
-    """How big an import may be once expanded: entries, total bytes and bytes per entry."""
-
-    max_files: int = 100_000
-    max_expanded_bytes: int = 4 << 30
-    max_member_bytes: int = 1 << 30
 
 
 class ArchiveKind(StrEnum):

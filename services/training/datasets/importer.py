@@ -12,21 +12,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from services.errors import InvalidInput
 from services.training.datasets.annotations import DatasetKind, ImageAnnotation, SourceFormat
-from services.training.datasets.archive import ArchiveLimits, extract_archive, member_role
+from services.training.datasets.archive import extract_archive, member_role
 from services.training.datasets.csv_format import read_csv_files
 from services.training.datasets.folders import read_folders
 from services.training.datasets.manifest import Manifest, SourceInfo, SplitInfo
 from services.training.datasets.paths import index_images, walk_files
 from services.training.datasets.problems import ProblemReport
+from services.training.datasets.request import ImportRequest
 from services.training.datasets.split import split_ratios, stratified_split
 from services.training.datasets.storage import DatasetStore, check_name
-from services.training.datasets.validate import DEFAULT_MAX_PIXELS, ValidImage, validate_images
+from services.training.datasets.validate import ValidImage, validate_images
 from services.training.datasets.voc import read_voc_file
 from services.training.datasets.writer import file_sha256, write_version
 from services.vision.labelmap import LabelMap, load_label_map, parse_label_map
@@ -61,54 +62,6 @@ class Progress:
 
 
 ProgressFn = Callable[[Progress], None]
-
-
-@dataclass(frozen=True, slots=True)
-class ImportRequest:
-    """What to import and how. JSON-able (:meth:`to_dict`), so it travels as an RQ job argument.
-
-    Attributes:
-        name: the dataset's name (a new version of it is made).
-        format: the source's format.
-        source: a folder, or a zip / tar.gz archive.
-        split: the train fraction (0.5-0.95); validation gets the rest, minus ``test_split``.
-        test_split: an optional test fraction (0-0.4).
-        seed: the split's seed.
-        label_map: a ``.pbtxt`` to check classes against (and to number them); otherwise a ``.pbtxt`` in the
-            source is used, otherwise classes are numbered from 1 by name.
-        pool: folder (or image-level TFRecord) sources are an active-learning pool, not a classification set.
-        archive_name: the name the archive was uploaded as, for the manifest.
-        limits: how big the archive may expand.
-        max_pixels: images with more pixels are dropped.
-    """
-
-    name: str
-    format: SourceFormat
-    source: Path
-    split: float = 0.8
-    test_split: float = 0.0
-    seed: int = 0
-    label_map: Path | None = None
-    pool: bool = False
-    archive_name: str | None = None
-    limits: ArchiveLimits = field(default_factory=ArchiveLimits)
-    max_pixels: int = DEFAULT_MAX_PIXELS
-
-    def to_dict(self) -> dict[str, Any]:
-        body = asdict(self)
-        body["format"] = str(self.format)
-        body["source"] = str(self.source)
-        body["label_map"] = str(self.label_map) if self.label_map else None
-        return body
-
-    @classmethod
-    def from_dict(cls, body: dict[str, Any]) -> ImportRequest:
-        values = dict(body)
-        values["format"] = SourceFormat(values["format"])
-        values["source"] = Path(values["source"])
-        values["label_map"] = Path(values["label_map"]) if values.get("label_map") else None
-        values["limits"] = ArchiveLimits(**values.get("limits", {}))
-        return cls(**values)
 
 
 @dataclass(slots=True)

@@ -9,7 +9,8 @@ import pytest
 
 from services.training.datasets.annotations import ObjectAnnotation, SourceFormat
 from services.training.datasets.derive import derive_version, read_version_images
-from services.training.datasets.importer import ImportRequest, import_dataset
+from services.training.datasets.importer import import_dataset
+from services.training.datasets.request import ImportRequest
 from services.training.datasets.storage import DatasetStore
 from services.training.datasets.validate import ImageProblem, valid_image_from_bytes
 from services.vision.boxes import Box

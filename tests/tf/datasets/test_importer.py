@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from services.errors import InvalidInput
 from services.training.datasets import tfrecord
 from services.training.datasets.annotations import SourceFormat
-from services.training.datasets.importer import ImportRequest, Progress, import_dataset
+from services.training.datasets.importer import Progress, import_dataset
+from services.training.datasets.request import ImportRequest
 from services.training.datasets.storage import DatasetStore
 from tests.datasets.fixtures import scenes, tree, write_csv, write_csv_dataset, write_voc_dataset, zip_folder
 

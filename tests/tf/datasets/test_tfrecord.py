@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from services.training.datasets import features as F
 from services.training.datasets.annotations import SourceFormat
-from services.training.datasets.importer import ImportRequest, import_dataset
+from services.training.datasets.importer import import_dataset
+from services.training.datasets.request import ImportRequest
 from services.training.datasets.storage import DatasetStore
 from services.training.synthetic import Scene
 from services.vision.labelmap import load_label_map

@@ -13,8 +13,8 @@ import pytest
 import tensorflow as tf
 
 from services.modelserver.bundle import ObjectGraphBundle, SessionBundle
-from services.modelserver.servable import load_servable
 from services.modelserver.status import ServingError
+from services.modelserver.warmup import load_servable
 from tests.support.tiny_models import build_detector
 
 

@@ -14,7 +14,8 @@ import tensorflow as tf
 
 from services.training.crops import MAX_CROPS, crops_per_pass, cut_crops, plan_crops, scan_split, tiles_dataset
 from services.training.datasets.annotations import SourceFormat
-from services.training.datasets.importer import ImportRequest, import_dataset
+from services.training.datasets.importer import import_dataset
+from services.training.datasets.request import ImportRequest
 from services.training.datasets.storage import DatasetStore
 from services.training.detector import DetectorConfig, build_detector
 from services.training.export import DetectorModule, export_detector

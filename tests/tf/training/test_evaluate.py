@@ -12,14 +12,13 @@ import tensorflow as tf
 
 from services.training.coco import coco_numbers
 from services.training.evaluate import (
-    ImageResult,
-    LabelledBox,
     average_precision,
     class_ap,
     classification_report,
     count_matches,
     detection_report,
 )
+from services.training.image_results import ImageResult, LabelledBox
 from services.training.inputs import scene_arrays
 from services.training.synthetic import CLASSES as DEMO_CLASSES
 from services.vision.boxes import Box, Detection

@@ -18,7 +18,7 @@ import tensorflow as tf
 from PIL import Image
 
 from services.modelserver.bundle import SessionBundle
-from services.modelserver.servable import load_servable
+from services.modelserver.warmup import load_servable
 from services.training.classifier import ClassifierConfig, build_classifier, export_classifier
 from services.training.detector import DetectorConfig, build_detector
 from services.training.export import export_detector

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 
 from services.errors import InvalidParameter
+from services.jobs.params import TrainParams
 from services.training import pipeline
+from services.training.checks import check_train
 from services.training.datasets.annotations import SourceFormat
-from services.training.datasets.importer import ImportRequest, import_dataset
+from services.training.datasets.importer import import_dataset
+from services.training.datasets.request import ImportRequest
 from services.training.datasets.storage import DatasetStore
 from services.training.models import load_final
-from services.training.params import TrainParams, check_train
 from services.training.runs import RunStore
 from tests.datasets.fixtures import scenes, write_voc_dataset
 from tests.tf.training.test_pipeline import Reporter
