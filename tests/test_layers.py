@@ -12,7 +12,7 @@ import sys
 from tests.conftest import REPO
 
 TENSORFLOW = ("tensorflow", "keras", "tensorflow_serving", "tf_keras")
-PACKAGES = ("services.gateway", "services.client", "services.jobs", "services.vision")
+PACKAGES = ("services.gateway", "services.client", "services.jobs", "services.vision", "services.store")
 MODULES = (
     "services.gateway.app",
     "services.errors",
@@ -57,6 +57,7 @@ def test_the_gateway_clients_and_jobs_import_no_tensorflow() -> None:
     assert {"services.gateway.api.routes.models", "services.gateway.rpc.server"} <= imported
     assert {"services.client.rest", "services.client.rpc", "services.client.jobs_cli"} <= imported
     assert {"services.jobs.params", "services.jobs.chains", "services.jobs.records", "services.jobs.types"} <= imported
+    assert {"services.store.checks", "services.store.pool", "services.store.datasets.validate"} <= imported
     assert answer["found"] == []
 
 

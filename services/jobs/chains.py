@@ -1,6 +1,6 @@
 """Submitting and cancelling jobs of the jobs API, and keeping chains honest (TensorFlow-free: the gateway uses it).
 
-A submission is checked against the disk (:func:`services.training.checks.plan`) before anything is queued, then
+A submission is checked against the disk (:func:`services.store.checks.plan`) before anything is queued, then
 becomes a *chain* (:func:`services.jobs.types.chain_of`): jobs enqueued in order, each with RQ's ``depends_on`` on
 the one before, so RQ starts the next only when the previous one finished. Every job of a chain carries the chain in
 its ``meta`` (``chain``: the ids in order, ``depends_on``: the one before). When a job of a chain ends without

@@ -3,7 +3,7 @@ discriminated union on ``type`` for the jobs API.
 
 TensorFlow-free and disk-free: the gateway validates a body with these at submit time, the CLI builds its options from
 them, and the worker parses the same models again. The checks that read the disk (datasets, runs, models) are in
-:mod:`services.training.checks`. Adding a job type is a model here, a member of :data:`JobParams`, and a job function
+:mod:`services.store.checks`. Adding a job type is a model here, a member of :data:`JobParams`, and a job function
 registered in :mod:`services.worker.jobs`.
 """
 

@@ -3,7 +3,7 @@
 The gateway and the client enqueue a job by its type's name through this table and never import the code that runs
 it: RQ takes the function as a dotted path, and only the worker's work-horse imports it (with TensorFlow behind it).
 A submission becomes a chain here (:func:`chain_of`: a train job with ``evaluate`` and ``export`` is three jobs);
-the checks of each part against the disk are training's (:func:`services.training.checks.plan`).
+the checks of each part against the disk are training's (:func:`services.store.checks.plan`).
 """
 
 from __future__ import annotations

@@ -21,18 +21,18 @@ from typing import Any, Protocol
 
 from services.errors import InvalidParameter
 from services.jobs.params import EvaluateParams, ExportParams, TrainParams
+from services.store.checks import complete_run, dataset_classes, model_kind, train_identity
+from services.store.datasets.storage import DatasetStore
+from services.store.runs import RunInfo, RunStore, identity_differences
 from services.training import plots
 from services.training.checkpoints import checkpoint_for_epoch, latest_checkpoint, restore_checkpoint
-from services.training.checks import complete_run, dataset_classes, model_kind, train_identity
 from services.training.crops import decide_views
-from services.training.datasets.storage import DatasetStore
 from services.training.export import existing_versions, export_staging, publish
 from services.training.fitting import FitPlan, FitState, fit_run
 from services.training.gate import run_gate
 from services.training.models import default_steps, load_final, save_final
 from services.training.results import EvaluationReport, ExportResult, TrainResult
 from services.training.run_setup import init_weights, model_spec, train_datasets
-from services.training.runs import RunInfo, RunStore, identity_differences
 from services.training.scoring import (
     export_predictor,
     image_detections,

@@ -36,7 +36,7 @@ from services import errors
 from services.client.rest import RestClient
 from services.errors import InvalidParameter, Unavailable
 from services.jobs.params import ActiveLearningParams
-from services.training.datasets.validate import ValidImage
+from services.store.datasets.validate import ValidImage
 from services.vision.results import Detection
 
 log = logging.getLogger(__name__)

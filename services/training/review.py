@@ -32,8 +32,8 @@ from typing import Any
 from PIL import Image, ImageDraw
 from rich.table import Table
 
-from services.training.datasets.annotations import ObjectAnnotation
-from services.training.datasets.voc import write_voc
+from services.store.datasets.annotations import ObjectAnnotation
+from services.store.datasets.voc import write_voc
 from services.vision.boxes import Detection, iou
 from services.vision.draw import draw_detections
 

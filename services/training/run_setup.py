@@ -9,13 +9,13 @@ from typing import Any
 
 from services.errors import InvalidParameter
 from services.jobs.params import TrainParams
-from services.training.checks import weights_file
+from services.store.checks import weights_file
+from services.store.datasets.manifest import Manifest
+from services.store.runs import RunStore
 from services.training.classifier import ClassifierConfig
 from services.training.crops import TrainViews, tiles_datasets
-from services.training.datasets.manifest import Manifest
 from services.training.detector import DetectorConfig
 from services.training.models import ModelSpec, load_final
-from services.training.runs import RunStore
 
 log = logging.getLogger(__name__)
 

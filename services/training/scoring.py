@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from services.store.datasets.manifest import Manifest
+from services.store.datasets.storage import DatasetStore
 from services.training.datasets.derive import example_image
-from services.training.datasets.manifest import Manifest
-from services.training.datasets.storage import DatasetStore
 from services.training.datasets.tfrecord import iter_records
 from services.training.evaluate import classification_report, detection_report
 from services.training.image_results import ImageResult, LabelledBox

@@ -6,7 +6,7 @@ and calls ``services.training`` for the work. TensorFlow is only imported by the
 model, queue and entry point here (by dotted path). What a job does is its type's function in :data:`JOB_FUNCTIONS`
 (parameters and a :class:`JobContext` in, a typed result out); :func:`execute` runs it, for the worker's entry points
 and for ``spotter ... --local`` alike. Adding a type is a parameters model in :mod:`services.jobs.params`, an entry
-there, its disk check in :mod:`services.training.checks`, and its function and entry point below.
+there, its disk check in :mod:`services.store.checks`, and its function and entry point below.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from pydantic import BaseModel
 from services.errors import Conflict, SpotterError
 from services.jobs.params import ActiveLearningParams, EvaluateParams, ExportParams, TrainParams
 from services.jobs.types import JOB_TYPES
+from services.store.datasets.report import problems_table, render_text, summary_table
+from services.store.datasets.request import ImportRequest
+from services.store.datasets.storage import DatasetStore
+from services.store.runs import RunStore
 from services.training.datasets.importer import Progress, import_dataset
-from services.training.datasets.report import problems_table, render_text, summary_table
-from services.training.datasets.request import ImportRequest
-from services.training.datasets.storage import DatasetStore
 from services.training.results import EvaluationReport, ExportResult, JobResult, TrainResult
-from services.training.runs import RunStore
 from services.worker.config import WorkerSettings
 from services.worker.context import worker_settings
 from services.worker.progress import JobRun, finish, job_run

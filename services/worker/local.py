@@ -1,5 +1,5 @@
 """Run a submission of the jobs API in this process (``spotter train ... --local``): the same checks and chain as a
-submission to the gateway (:func:`services.training.checks.plan`), then each job through the worker's own
+submission to the gateway (:func:`services.store.checks.plan`), then each job through the worker's own
 :func:`services.worker.jobs.execute`, so a local job runs the same function with the same parameters model and
 context as the worker's, and writes the same artifacts under this machine's data folder.
 
@@ -57,7 +57,7 @@ def run_chain(body: dict[str, Any], on_progress: OnProgress) -> list[dict[str, A
     Raises:
         SpotterError: a check failed (nothing ran), or a job failed (the jobs after it do not run).
     """
-    from services.training.checks import plan
+    from services.store.checks import plan
 
     configure_logging("WARNING", json=False)
     settings = worker_settings()

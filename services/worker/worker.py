@@ -35,7 +35,7 @@ from services.errors import SpotterError
 from services.files import atomic_write_json
 from services.jobs.queues import SERIALIZER, fetch_job
 from services.jobs.records import job_dir
-from services.training.datasets.storage import DatasetStore
+from services.store.datasets.storage import DatasetStore
 from services.worker.callbacks import record_error
 from services.worker.children import guard_children
 from services.worker.context import worker_settings

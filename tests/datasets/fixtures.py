@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from services.training.datasets.annotations import ObjectAnnotation
-from services.training.datasets.voc import write_voc
+from services.store.datasets.annotations import ObjectAnnotation
+from services.store.datasets.voc import write_voc
 from services.training.synthetic import Scene, generate_scenes
 
 SIZE = 112

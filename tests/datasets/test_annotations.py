@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from services.training.datasets.annotations import class_name_problem, parse_number
+from services.store.datasets.annotations import class_name_problem, parse_number
 
 
 @pytest.mark.parametrize(

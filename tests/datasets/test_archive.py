@@ -13,11 +13,11 @@ import pytest
 
 from services.errors import InvalidInput, PayloadTooLarge, SpotterError, UnsupportedMediaType
 from services.settings import ArchiveLimits
-from services.training.datasets.annotations import SourceFormat
-from services.training.datasets.archive import check_archive, extract_archive, safe_name
+from services.store.datasets.annotations import SourceFormat
+from services.store.datasets.archive import check_archive, extract_archive, safe_name
+from services.store.datasets.request import ImportRequest
+from services.store.datasets.storage import DatasetStore
 from services.training.datasets.importer import import_dataset
-from services.training.datasets.request import ImportRequest
-from services.training.datasets.storage import DatasetStore
 from tests.datasets.fixtures import tree
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64  # enough to be listed; never decoded here
@@ -213,7 +213,7 @@ def test_safe_name(raw: str, expected: str | None) -> None:
 
 
 def test_a_symlink_in_a_folder_source_is_never_followed(tmp_path: Path) -> None:
-    from services.training.datasets.paths import walk_files
+    from services.store.datasets.paths import walk_files
 
     src = tmp_path / "src"
     src.mkdir()

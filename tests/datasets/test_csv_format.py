@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.training.datasets.csv_format import read_csv_files
-from services.training.datasets.paths import index_images, walk_files
-from services.training.datasets.problems import ProblemReport, Severity
+from services.store.datasets.csv_format import read_csv_files
+from services.store.datasets.paths import index_images, walk_files
+from services.store.datasets.problems import ProblemReport, Severity
 from services.vision.boxes import Box
 from tests.datasets.fixtures import scenes, write_csv, write_csv_dataset
 

@@ -12,13 +12,13 @@ import pytest
 
 from services.errors import InvalidInput
 from services.settings import ArchiveLimits
-from services.training.datasets.annotations import DatasetKind, ImageAnnotation, SourceFormat
-from services.training.datasets.archive import check_archive
-from services.training.datasets.csv_format import read_csv_files
-from services.training.datasets.paths import index_images, walk_files
-from services.training.datasets.problems import ProblemReport
-from services.training.datasets.validate import ValidImage, validate_images
-from services.training.datasets.voc import read_voc_file
+from services.store.datasets.annotations import DatasetKind, ImageAnnotation, SourceFormat
+from services.store.datasets.archive import check_archive
+from services.store.datasets.csv_format import read_csv_files
+from services.store.datasets.paths import index_images, walk_files
+from services.store.datasets.problems import ProblemReport
+from services.store.datasets.validate import ValidImage, validate_images
+from services.store.datasets.voc import read_voc_file
 from tests.datasets.hostile import Case, archive_cases, build_archive, build_case, dataset_cases, entry_name
 
 CASES = dataset_cases()

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from services.errors import InvalidParameter
-from services.training.datasets.split import split_ratios, stratified_split
+from services.store.datasets.split import split_ratios, stratified_split
 from tests.datasets.fixtures import scenes
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from services.errors import DatasetNotFound, InvalidParameter
-from services.training.datasets.annotations import DatasetKind, SourceFormat
-from services.training.datasets.manifest import (
+from services.store.datasets.annotations import DatasetKind, SourceFormat
+from services.store.datasets.manifest import (
     ClassCounts,
     ClassEntry,
     FileEntry,
@@ -22,7 +22,7 @@ from services.training.datasets.manifest import (
     now_iso,
     write_manifest,
 )
-from services.training.datasets.storage import DatasetStore, check_name
+from services.store.datasets.storage import DatasetStore, check_name
 from tests.datasets.fixtures import tree
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.training.datasets.annotations import DatasetKind, ImageAnnotation, ObjectAnnotation
-from services.training.datasets.problems import ProblemReport, Severity
-from services.training.datasets.validate import check_box, inspect_image, validate_images
+from services.store.datasets.annotations import DatasetKind, ImageAnnotation, ObjectAnnotation
+from services.store.datasets.problems import ProblemReport, Severity
+from services.store.datasets.validate import check_box, inspect_image, validate_images
 from services.vision.boxes import Box
 from services.vision.images import decode_image
 from tests.datasets.fixtures import scenes

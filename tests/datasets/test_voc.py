@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from services.errors import InvalidInput
-from services.training.datasets.annotations import ObjectAnnotation, SourceFormat
+from services.store.datasets.annotations import ObjectAnnotation, SourceFormat
+from services.store.datasets.paths import index_images, walk_files
+from services.store.datasets.problems import ProblemReport, Severity
+from services.store.datasets.request import ImportRequest
+from services.store.datasets.storage import DatasetStore
+from services.store.datasets.voc import read_voc_file, voc_xml, write_voc
 from services.training.datasets.importer import import_dataset
-from services.training.datasets.paths import index_images, walk_files
-from services.training.datasets.problems import ProblemReport, Severity
-from services.training.datasets.request import ImportRequest
-from services.training.datasets.storage import DatasetStore
-from services.training.datasets.voc import read_voc_file, voc_xml, write_voc
 from services.vision.boxes import Box
 from tests.datasets.fixtures import scenes, tree, write_voc_dataset
 

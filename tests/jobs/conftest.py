@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
 from services.jobs.queues import ALL_QUEUES, get_queue
-from services.training.datasets.manifest import (
+from services.store.datasets.manifest import (
     ClassCounts,
     ClassEntry,
     Manifest,

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from services.gateway.config import GatewaySettings
-from services.training.runs import RunInfo, RunStore
+from services.store.runs import RunInfo, RunStore
 from tests.jobs.conftest import KEY, queued, write_dataset
 
 AL = {"type": "active-learning", "model": "shapes", "dataset": "shapes", "pool": "pool", "rounds": 2}

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from services.gateway.config import GatewaySettings
 from services.jobs.queues import TRAIN_QUEUE, fetch_job, get_queue
 from services.jobs.records import job_dir
-from services.training.runs import RunInfo, RunStore
+from services.store.runs import RunInfo, RunStore
 from tests.jobs.conftest import KEY, queued
 
 TRAIN = {"type": "train", "dataset": "shapes", "input_size": 128, "epochs": 2}

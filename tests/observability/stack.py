@@ -29,8 +29,8 @@ from PIL import Image
 
 from services.jobs.queues import DATA_QUEUE, enqueue, fetch_job
 from services.jobs.types import IMPORT, import_body
-from services.training.datasets.annotations import SourceFormat
-from services.training.datasets.request import ImportRequest
+from services.store.datasets.annotations import SourceFormat
+from services.store.datasets.request import ImportRequest
 from services.vision.tiling import plan_views
 from tests.observability.support import REPO, Prometheus, local_config, rules_with_short_for, start_prometheus
 from tests.support.modelserver import ModelServerHandle, running_model_server

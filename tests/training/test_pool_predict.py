@@ -15,8 +15,8 @@ from PIL import Image
 
 from services import errors
 from services.jobs.params import ActiveLearningParams
+from services.store.datasets.validate import ValidImage, valid_image_from_bytes
 from services.training import pool_predict
-from services.training.datasets.validate import ValidImage, valid_image_from_bytes
 from services.training.pool_predict import GatewayPredictor
 from services.vision.results import Box, Detection, DetectResult
 

@@ -1,5 +1,5 @@
 """The shapes the dataset routes answer with, so ``/docs`` shows them. Built from a manifest's summary (see
-:meth:`services.training.datasets.manifest.Manifest.summary`) and sent with ``response_model_exclude_unset``, so the
+:meth:`services.store.datasets.manifest.Manifest.summary`) and sent with ``response_model_exclude_unset``, so the
 JSON is the summary exactly."""
 
 from __future__ import annotations

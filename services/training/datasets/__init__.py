@@ -1,6 +1,5 @@
-"""Datasets: import labelled images (Pascal VOC, CSV, folder per class, TF OD API TFRecords), validate them, split them
-and store them as versioned TFRecord datasets under ``data/datasets/<name>/<version>/``.
-
-This package imports nothing on purpose: the gateway reads manifests through :mod:`.storage` without TensorFlow, and
-only :mod:`.tfrecord` (used by the import job and the CLI) needs TensorFlow.
+"""Datasets as training writes them: the import job (``importer.py``), TFRecord shards in the TF Object Detection
+API's keys (``tfrecord.py``, ``features.py``, ``writer.py``) and derived datasets (``derive.py``); ``spotter dataset``
+(``cli.py``). The store they write into, the source formats and the checks are TensorFlow-free, in
+``services.store.datasets``.
 """

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from services.settings import DatasetSettings
-from services.training.datasets.annotations import SourceFormat
+from services.store.datasets.annotations import SourceFormat
 
 out = Console()
 err = Console(stderr=True)
@@ -54,12 +54,12 @@ def import_command(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from services.errors import SpotterError
+    from services.store.datasets.problems import ProblemReport
+    from services.store.datasets.report import problems_table, summary_table
+    from services.store.datasets.request import ImportRequest
+    from services.store.datasets.storage import DatasetStore
     from services.training.datasets.importer import Progress as ImportProgress
     from services.training.datasets.importer import import_dataset
-    from services.training.datasets.problems import ProblemReport
-    from services.training.datasets.report import problems_table, summary_table
-    from services.training.datasets.request import ImportRequest
-    from services.training.datasets.storage import DatasetStore
 
     settings = _settings()
     request = ImportRequest(
@@ -101,7 +101,7 @@ def list_command(as_json: Annotated[bool, typer.Option("--json", help="Print JSO
     """List datasets with their latest version."""
     from rich.table import Table
 
-    from services.training.datasets.storage import DatasetStore
+    from services.store.datasets.storage import DatasetStore
 
     store = DatasetStore(_settings().data_dir)
     rows = []
@@ -128,9 +128,9 @@ def show_command(
 ) -> None:
     """Show a dataset version: its summary table, source, files and the problems its import found."""
     from services.errors import SpotterError
-    from services.training.datasets.problems import ProblemReport
-    from services.training.datasets.report import problems_table, summary_table
-    from services.training.datasets.storage import DatasetStore
+    from services.store.datasets.problems import ProblemReport
+    from services.store.datasets.report import problems_table, summary_table
+    from services.store.datasets.storage import DatasetStore
 
     try:
         manifest = DatasetStore(_settings().data_dir).manifest(name, version)

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from services.store.datasets.annotations import ObjectAnnotation
+from services.store.datasets.manifest import LABEL_MAP, Manifest, SourceInfo
+from services.store.datasets.problems import ProblemReport
+from services.store.datasets.storage import DatasetStore
+from services.store.datasets.validate import ValidImage
 from services.training.datasets import features as F
-from services.training.datasets.annotations import ObjectAnnotation
 from services.training.datasets.importer import ImportResult
-from services.training.datasets.manifest import LABEL_MAP, Manifest, SourceInfo
-from services.training.datasets.problems import ProblemReport
-from services.training.datasets.storage import DatasetStore
 from services.training.datasets.tfrecord import iter_records
-from services.training.datasets.validate import ValidImage
 from services.training.datasets.writer import write_version
 from services.vision.boxes import Box
 from services.vision.labelmap import load_label_map
@@ -87,7 +87,7 @@ def derive_version(
     plus ``additions`` per split, with the same label map, split ratios and seed.
 
     Images whose class is not in the label map, or whose content is already in the dataset, are left out and
-    reported (error, warning). Build additions with :func:`~services.training.datasets.validate.valid_image_from_bytes`.
+    reported (error, warning). Build additions with :func:`~services.store.datasets.validate.valid_image_from_bytes`.
     """
     base = store.manifest(name, base_version)
     folder = store.path(name, base.version)

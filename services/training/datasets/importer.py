@@ -17,18 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from services.errors import InvalidInput
-from services.training.datasets.annotations import DatasetKind, ImageAnnotation, SourceFormat
-from services.training.datasets.archive import extract_archive, member_role
-from services.training.datasets.csv_format import read_csv_files
-from services.training.datasets.folders import read_folders
-from services.training.datasets.manifest import Manifest, SourceInfo, SplitInfo
-from services.training.datasets.paths import index_images, walk_files
-from services.training.datasets.problems import ProblemReport
-from services.training.datasets.request import ImportRequest
-from services.training.datasets.split import split_ratios, stratified_split
-from services.training.datasets.storage import DatasetStore, check_name
-from services.training.datasets.validate import ValidImage, validate_images
-from services.training.datasets.voc import read_voc_file
+from services.store.datasets.annotations import DatasetKind, ImageAnnotation, SourceFormat
+from services.store.datasets.archive import extract_archive, member_role
+from services.store.datasets.csv_format import read_csv_files
+from services.store.datasets.folders import read_folders
+from services.store.datasets.manifest import Manifest, SourceInfo, SplitInfo
+from services.store.datasets.paths import index_images, walk_files
+from services.store.datasets.problems import ProblemReport
+from services.store.datasets.request import ImportRequest
+from services.store.datasets.split import split_ratios, stratified_split
+from services.store.datasets.storage import DatasetStore, check_name
+from services.store.datasets.validate import ValidImage, validate_images
+from services.store.datasets.voc import read_voc_file
 from services.training.datasets.writer import file_sha256, write_version
 from services.vision.labelmap import LabelMap, load_label_map, parse_label_map
 
@@ -218,7 +218,7 @@ def _read(
     if fmt is SourceFormat.FOLDERS:
         kind = DatasetKind.POOL if request.pool else DatasetKind.CLASSIFICATION
         return read_folders(root, files, report, pool=request.pool), kind
-    from services.training.datasets.archive import is_record_name
+    from services.store.datasets.archive import is_record_name
     from services.training.datasets.tfrecord import read_record_files  # TensorFlow: only for TFRecord sources
 
     records = [p for p in files if is_record_name(p.name)]

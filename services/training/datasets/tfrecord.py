@@ -17,10 +17,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up 
 import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
+from services.store.datasets.annotations import ImageAnnotation, ObjectAnnotation
+from services.store.datasets.problems import ProblemReport
+from services.store.datasets.validate import ValidImage
 from services.training.datasets import features as F
-from services.training.datasets.annotations import ImageAnnotation, ObjectAnnotation
-from services.training.datasets.problems import ProblemReport
-from services.training.datasets.validate import ValidImage
 from services.vision.boxes import Box
 from services.vision.labelmap import LabelMap
 

@@ -10,8 +10,8 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from services.training.datasets.annotations import DatasetKind
-from services.training.datasets.manifest import (
+from services.store.datasets.annotations import DatasetKind
+from services.store.datasets.manifest import (
     LABEL_MAP,
     ClassCounts,
     ClassEntry,
@@ -23,9 +23,9 @@ from services.training.datasets.manifest import (
     now_iso,
     write_manifest,
 )
-from services.training.datasets.problems import ProblemReport
-from services.training.datasets.storage import DatasetStore
-from services.training.datasets.validate import ValidImage
+from services.store.datasets.problems import ProblemReport
+from services.store.datasets.storage import DatasetStore
+from services.store.datasets.validate import ValidImage
 from services.vision.labelmap import LabelMap, format_label_map
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from services.training.datasets.annotations import ObjectAnnotation, SourceFormat
+from services.store.datasets.annotations import ObjectAnnotation, SourceFormat
+from services.store.datasets.request import ImportRequest
+from services.store.datasets.storage import DatasetStore
+from services.store.datasets.validate import ImageProblem, valid_image_from_bytes
 from services.training.datasets.derive import derive_version, read_version_images
 from services.training.datasets.importer import import_dataset
-from services.training.datasets.request import ImportRequest
-from services.training.datasets.storage import DatasetStore
-from services.training.datasets.validate import ImageProblem, valid_image_from_bytes
 from services.vision.boxes import Box
 from tests.datasets.fixtures import scenes, write_voc_dataset
 

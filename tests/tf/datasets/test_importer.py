@@ -9,11 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 from services.errors import InvalidInput
+from services.store.datasets.annotations import SourceFormat
+from services.store.datasets.request import ImportRequest
+from services.store.datasets.storage import DatasetStore
 from services.training.datasets import tfrecord
-from services.training.datasets.annotations import SourceFormat
 from services.training.datasets.importer import Progress, import_dataset
-from services.training.datasets.request import ImportRequest
-from services.training.datasets.storage import DatasetStore
 from tests.datasets.fixtures import scenes, tree, write_csv, write_csv_dataset, write_voc_dataset, zip_folder
 
 

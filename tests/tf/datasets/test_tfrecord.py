@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from services.store.datasets.annotations import SourceFormat
+from services.store.datasets.request import ImportRequest
+from services.store.datasets.storage import DatasetStore
 from services.training.datasets import features as F
-from services.training.datasets.annotations import SourceFormat
 from services.training.datasets.importer import import_dataset
-from services.training.datasets.request import ImportRequest
-from services.training.datasets.storage import DatasetStore
 from services.training.synthetic import Scene
 from services.vision.labelmap import load_label_map
 from tests.datasets.fixtures import (

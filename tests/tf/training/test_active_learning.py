@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 
 from services.jobs.params import ActiveLearningParams
+from services.store.checks import check_active_learning
+from services.store.datasets.annotations import SourceFormat
+from services.store.datasets.request import ImportRequest
+from services.store.datasets.storage import DatasetStore
+from services.store.datasets.validate import ValidImage
 from services.training import active_learning
-from services.training.checks import check_active_learning
-from services.training.datasets.annotations import SourceFormat
 from services.training.datasets.derive import read_version_images
 from services.training.datasets.importer import import_dataset
-from services.training.datasets.request import ImportRequest
-from services.training.datasets.storage import DatasetStore
-from services.training.datasets.validate import ValidImage
 from services.training.selection import detection_doubt
 from services.training.synthetic import CLASSES, Scene, generate_scenes
 from services.vision.boxes import Box, Detection, iou

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from services.store.datasets.annotations import SourceFormat
+from services.store.datasets.request import ImportRequest
+from services.store.datasets.storage import DatasetStore
 from services.training.crops import MAX_CROPS, crops_per_pass, cut_crops, plan_crops, scan_split, tiles_dataset
-from services.training.datasets.annotations import SourceFormat
 from services.training.datasets.importer import import_dataset
-from services.training.datasets.request import ImportRequest
-from services.training.datasets.storage import DatasetStore
 from services.training.detector import DetectorConfig, build_detector
 from services.training.export import DetectorModule, export_detector
 from services.training.scoring import Example, export_predictor, version_views, view_detector

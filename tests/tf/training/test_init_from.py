@@ -12,14 +12,14 @@ import pytest
 
 from services.errors import InvalidParameter
 from services.jobs.params import TrainParams
+from services.store.checks import check_train
+from services.store.datasets.annotations import SourceFormat
+from services.store.datasets.request import ImportRequest
+from services.store.datasets.storage import DatasetStore
+from services.store.runs import RunStore
 from services.training import pipeline
-from services.training.checks import check_train
-from services.training.datasets.annotations import SourceFormat
 from services.training.datasets.importer import import_dataset
-from services.training.datasets.request import ImportRequest
-from services.training.datasets.storage import DatasetStore
 from services.training.models import load_final
-from services.training.runs import RunStore
 from tests.datasets.fixtures import scenes, write_voc_dataset
 from tests.tf.training.test_pipeline import Reporter
 

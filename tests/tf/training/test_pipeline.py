@@ -16,15 +16,15 @@ import tensorflow as tf
 
 from services.errors import InvalidParameter
 from services.jobs.params import EvaluateParams, ExportParams, TrainParams
+from services.store.checks import check_train
+from services.store.datasets.annotations import SourceFormat
+from services.store.datasets.request import ImportRequest
+from services.store.datasets.storage import DatasetStore
+from services.store.runs import RunStore
 from services.training import fitting, pipeline
 from services.training.checkpoints import latest_checkpoint, list_checkpoints
-from services.training.checks import check_train
-from services.training.datasets.annotations import SourceFormat
 from services.training.datasets.importer import import_dataset
-from services.training.datasets.request import ImportRequest
-from services.training.datasets.storage import DatasetStore
 from services.training.gate import GateRefused
-from services.training.runs import RunStore
 from tests.datasets.fixtures import scenes, write_roads_dataset, write_voc_dataset
 
 DEMO = Path(__file__).resolve().parents[3] / "models" / "demo" / "1"

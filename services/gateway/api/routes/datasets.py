@@ -35,8 +35,8 @@ from services.gateway.api.schemas import ErrorResponse
 from services.jobs.queues import enqueue
 from services.jobs.schemas import QueuedJob
 from services.jobs.types import IMPORT, import_body
-from services.training.datasets.storage import DatasetStore
-from services.training.datasets.uploads import (
+from services.store.datasets.storage import DatasetStore
+from services.store.datasets.uploads import (
     ARCHIVE_FILE,
     LABEL_MAP_FILE,
     MAX_LABEL_MAP_BYTES,

@@ -3,7 +3,7 @@ cancel one, and fetch its artifacts. Every route needs an API key.
 
 A submission is validated twice before anything is queued: its body by pydantic (a union discriminated by ``type``,
 :mod:`services.jobs.params`: an unknown type, a missing field or a value out of range is a 422 naming the parameter),
-then against the disk (the dataset and its version, the run, the model; :func:`services.training.checks.plan`, which
+then against the disk (the dataset and its version, the run, the model; :func:`services.store.checks.plan`, which
 reads files only). A train job can chain an evaluate and an export job (``evaluate: true``, ``export: {...}``): the
 chain is queued whole, each job after the one before (RQ ``depends_on``), and every record shows it. Jobs are
 enqueued by their type's dotted function path (:mod:`services.jobs.types`): nothing here imports the worker. Redis is
@@ -30,7 +30,7 @@ from services.jobs.params import JobParams
 from services.jobs.queues import fetch_job
 from services.jobs.records import artifact_path, list_records, record
 from services.jobs.schemas import CanceledJob, JobList, JobRecord, SubmittedJobs
-from services.training.checks import plan  # reads datasets, runs and models on disk: no TensorFlow
+from services.store.checks import plan  # reads datasets, runs and models on disk: no TensorFlow
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 

@@ -16,11 +16,11 @@ from pathlib import Path
 from services.errors import InvalidInput, InvalidParameter
 from services.files import fresh_dir
 from services.settings import ArchiveLimits
-from services.training.datasets.annotations import SourceFormat
-from services.training.datasets.archive import check_archive
-from services.training.datasets.request import ImportRequest
-from services.training.datasets.split import split_ratios
-from services.training.datasets.storage import check_name
+from services.store.datasets.annotations import SourceFormat
+from services.store.datasets.archive import check_archive
+from services.store.datasets.request import ImportRequest
+from services.store.datasets.split import split_ratios
+from services.store.datasets.storage import check_name
 from services.vision.labelmap import parse_label_map
 
 UPLOADS = "uploads"

@@ -19,7 +19,7 @@ from pathlib import Path
 from services.errors import DatasetNotFound, InvalidParameter
 from services.files import fresh_dir, fsync_dir, fsync_tree
 from services.jobs.params import NAME_PATTERN
-from services.training.datasets.manifest import MANIFEST, Manifest, read_manifest
+from services.store.datasets.manifest import MANIFEST, Manifest, read_manifest
 
 logger = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.training.datasets.annotations import DatasetKind, ImageAnnotation
-from services.training.datasets.folders import read_folders
-from services.training.datasets.paths import walk_files
-from services.training.datasets.problems import ProblemReport
-from services.training.datasets.validate import ImageProblem, ValidImage, inspect_image, validate_images
+from services.store.datasets.annotations import DatasetKind, ImageAnnotation
+from services.store.datasets.folders import read_folders
+from services.store.datasets.paths import walk_files
+from services.store.datasets.problems import ProblemReport
+from services.store.datasets.validate import ImageProblem, ValidImage, inspect_image, validate_images
 
 
 @dataclass(slots=True)

@@ -7,8 +7,8 @@ import io
 from rich.console import Console
 from rich.table import Table
 
-from services.training.datasets.manifest import Manifest
-from services.training.datasets.problems import ProblemReport, Severity
+from services.store.datasets.manifest import Manifest
+from services.store.datasets.problems import ProblemReport, Severity
 
 SPLIT_TITLES = {"train": "Train", "validation": "Validate", "test": "Test", "pool": "Pool"}
 _STYLES = {Severity.FATAL: "bold red", Severity.ERROR: "red", Severity.WARNING: "yellow"}

@@ -17,9 +17,9 @@ import csv
 import io
 from pathlib import Path
 
-from services.training.datasets.annotations import ImageAnnotation, ObjectAnnotation, parse_number
-from services.training.datasets.paths import AmbiguousImage, find_image
-from services.training.datasets.problems import ProblemReport
+from services.store.datasets.annotations import ImageAnnotation, ObjectAnnotation, parse_number
+from services.store.datasets.paths import AmbiguousImage, find_image
+from services.store.datasets.problems import ProblemReport
 from services.vision.boxes import Box
 
 COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")

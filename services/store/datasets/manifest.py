@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from services.training.datasets.annotations import DatasetKind, SourceFormat
+from services.store.datasets.annotations import DatasetKind, SourceFormat
 
 MANIFEST = "manifest.json"
 LABEL_MAP = "label_map.pbtxt"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.training.datasets.annotations import ImageAnnotation
-from services.training.datasets.paths import is_image_name
-from services.training.datasets.problems import ProblemReport
+from services.store.datasets.annotations import ImageAnnotation
+from services.store.datasets.paths import is_image_name
+from services.store.datasets.problems import ProblemReport
 
 
 def class_root(root: Path, images: list[Path]) -> Path:

@@ -29,8 +29,8 @@ from typing import IO
 
 from services.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from services.settings import ArchiveLimits
-from services.training.datasets.annotations import SourceFormat
-from services.training.datasets.paths import IMAGE_SUFFIXES
+from services.store.datasets.annotations import SourceFormat
+from services.store.datasets.paths import IMAGE_SUFFIXES
 
 
 class ArchiveKind(StrEnum):

@@ -31,13 +31,13 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from services.training.datasets.annotations import (
+from services.store.datasets.annotations import (
     DatasetKind,
     ImageAnnotation,
     ObjectAnnotation,
     class_name_problem,
 )
-from services.training.datasets.problems import ProblemReport
+from services.store.datasets.problems import ProblemReport
 from services.vision.boxes import Box
 from services.vision.images import to_rgb
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from services.settings import ArchiveLimits
-from services.training.datasets.annotations import SourceFormat
-from services.training.datasets.validate import DEFAULT_MAX_PIXELS
+from services.store.datasets.annotations import SourceFormat
+from services.store.datasets.validate import DEFAULT_MAX_PIXELS
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,9 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
 from services.files import atomic_write
-from services.training.datasets.annotations import ImageAnnotation, ObjectAnnotation, parse_number
-from services.training.datasets.paths import IMAGE_SUFFIXES, AmbiguousImage, find_image
-from services.training.datasets.problems import ProblemReport
+from services.store.datasets.annotations import ImageAnnotation, ObjectAnnotation, parse_number
+from services.store.datasets.paths import IMAGE_SUFFIXES, AmbiguousImage, find_image
+from services.store.datasets.problems import ProblemReport
 from services.vision.boxes import Box
 
 MAX_XML_BYTES = 1 << 20

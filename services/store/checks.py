@@ -3,7 +3,7 @@ parameters (the models of :mod:`services.jobs.params`) and returns them with the
 filled in, or raises :class:`~services.errors.InvalidParameter` (a 422).
 
 The gateway runs them (:func:`plan`) before anything is queued; the worker runs them again. Active learning's pool
-scan is in :mod:`services.training.pool`.
+scan is in :mod:`services.store.pool`.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from services.jobs.params import (
 )
 from services.jobs.types import chain_of, job_type
 from services.model_repository import model_versions, version_metadata
-from services.training.datasets.manifest import Manifest
-from services.training.datasets.storage import DatasetStore
-from services.training.runs import RunInfo, RunStore, identity_differences
+from services.store.datasets.manifest import Manifest
+from services.store.datasets.storage import DatasetStore
+from services.store.runs import RunInfo, RunStore, identity_differences
 
 
 def weights_file(value: str, data_dir: Path) -> Path:
@@ -80,7 +80,7 @@ def _split_has_images(manifest: Manifest, split: str) -> None:
 
 
 def train_identity(params: TrainParams, manifest: Manifest) -> dict[str, Any]:
-    """What must match for a job to resume a run (:data:`services.training.runs.RESUME_KEYS`)."""
+    """What must match for a job to resume a run (:data:`services.store.runs.RESUME_KEYS`)."""
     return {
         "kind": model_kind(manifest),
         "dataset": manifest.name,
@@ -300,7 +300,7 @@ def check_active_learning(params: ActiveLearningParams, data_dir: Path, model_ro
     boxed dataset (train and validation images), and the pool (at least one usable image: a known label or none, and
     readable). The params with the versions, the pool's resolved folder and the run prefix filled in.
     """
-    from services.training.pool import scan_pool_folder
+    from services.store.pool import scan_pool_folder
 
     update: dict[str, Any] = {}
     store = DatasetStore(data_dir)
