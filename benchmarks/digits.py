@@ -14,31 +14,11 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
+from benchmarks.reporter import FolderReporter
 from services.logs import configure_logging
 
 log = logging.getLogger("benchmarks.digits")
-
-
-class _Reporter:
-    def __init__(self, folder: Path, name: str) -> None:
-        self.artifacts = folder / "jobs" / name
-        self.artifacts.mkdir(parents=True, exist_ok=True)
-        self._id = name
-
-    @property
-    def id(self) -> str:
-        return self._id
-
-    def update(self, **fields: Any) -> None:
-        if fields.get("message"):
-            log.info("%s: %s", self._id, fields["message"])
-
-    def write_json(self, name: str, body: Any) -> Path:
-        path = self.artifacts / name
-        path.write_text(json.dumps(body, default=str, indent=2))
-        return path
 
 
 def main() -> None:
@@ -57,11 +37,11 @@ def main() -> None:
     configure_logging("INFO", json=False)
 
     from services.jobs.params import EvaluateParams, ExportParams, TrainParams
+    from services.store.datasets.annotations import SourceFormat
+    from services.store.datasets.request import ImportRequest
+    from services.store.datasets.storage import DatasetStore
     from services.training import pipeline
-    from services.training.datasets.annotations import SourceFormat
     from services.training.datasets.importer import import_dataset
-    from services.training.datasets.request import ImportRequest
-    from services.training.datasets.storage import DatasetStore
     from services.training.digits import write_digit_folders
 
     data, models = args.out / "data", args.out / "models"
@@ -95,19 +75,20 @@ def main() -> None:
             patience=0,
             seed=args.seed,
         ),
-        _Reporter(args.out, f"train-{run}"),
+        FolderReporter(args.out, f"train-{run}"),
         data,
         models,
     )
     train_seconds = time.monotonic() - started
     on_test = {"dataset": name, "split": "test"}
-    by_run = pipeline.evaluate(EvaluateParams(run=run, **on_test), _Reporter(args.out, f"eval-{run}"), data, models)
+    evaluating = FolderReporter(args.out, f"eval-{run}")
+    by_run = pipeline.evaluate(EvaluateParams(run=run, **on_test), evaluating, data, models)
     exported = pipeline.export(
-        ExportParams(run=run, model=name, force=True), _Reporter(args.out, f"export-{run}"), data, models
+        ExportParams(run=run, model=name, force=True), FolderReporter(args.out, f"export-{run}"), data, models
     )
     served = pipeline.evaluate(
         EvaluateParams(model=name, version=exported.version, **on_test),
-        _Reporter(args.out, f"eval-served-{run}"),
+        FolderReporter(args.out, f"eval-served-{run}"),
         data,
         models,
     )

@@ -29,7 +29,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
@@ -41,6 +40,7 @@ import psutil
 import typer
 from rich.console import Console
 
+from benchmarks.cli_support import emit, work_folder
 from benchmarks.gateway_report import render
 from benchmarks.inputs import DEMO_EXAMPLES, DEMO_MODEL, REPO
 from benchmarks.memory import RssSampler, idle_worker_rss
@@ -294,16 +294,6 @@ def bench(
     }
 
 
-@contextlib.contextmanager
-def _work_dir(path: Path | None) -> Iterator[Path]:
-    if path is not None:
-        path.mkdir(parents=True, exist_ok=True)
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="spotter-gwceiling-") as tmp:
-        yield Path(tmp)
-
-
 def _choices(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
     values = tuple(v.strip() for v in text.split(",") if v.strip())
     if not values or any(v not in allowed for v in values):
@@ -347,15 +337,9 @@ def main(
     if quick:
         plan = replace(plan, **QUICK)  # type: ignore[arg-type]
     log = Console(stderr=True, soft_wrap=True)
-    with _work_dir(work_dir) as work:
+    with work_folder(work_dir, "spotter-gwceiling-") as work:
         result = bench(plan, model_dir.resolve(), examples.resolve(), work, recording, worker_redis_url, log)
-    if output is not None:
-        output.write_text(json.dumps(result, indent=2) + "\n")
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-    else:
-        out = Console()
-        render(result, out if out.is_terminal else Console(width=160))
+    emit(result, output, as_json, render, width=160)
 
 
 if __name__ == "__main__":

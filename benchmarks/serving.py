@@ -25,8 +25,7 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,6 +34,7 @@ import typer
 from rich.console import Console
 
 from benchmarks.ceiling import DEFAULT_THREADS, Threads, candidates, cpu_comparison, explain, tuned_threads
+from benchmarks.cli_support import emit, work_folder
 from benchmarks.goals import goals
 from benchmarks.inputs import DEMO_EXAMPLES, DEMO_MODEL, REPO, latest_version, model_views
 from benchmarks.report import render
@@ -297,16 +297,6 @@ def bench(
     return result
 
 
-@contextlib.contextmanager
-def _work_dir(path: Path | None) -> Iterator[Path]:
-    if path is not None:
-        path.mkdir(parents=True, exist_ok=True)
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="spotter-bench-") as tmp:
-        yield Path(tmp)
-
-
 def _ints(text: str, what: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
@@ -382,16 +372,10 @@ def main(
         plan = Plan(**{**asdict(plan), **QUICK})
     overrides = {key.lower(): value for key, value in _pairs(gateway_setting, "--set").items()}
     log = Console(stderr=True, soft_wrap=True)
-    with _work_dir(work_dir) as work:
+    with work_folder(work_dir, "spotter-bench-") as work:
         env = _pairs(modelserver_env, "--modelserver-env")
         result = bench(plan, model_dir.resolve(), examples.resolve(), work, overrides, env, log)
-    if output is not None:
-        output.write_text(json.dumps(result, indent=2) + "\n")
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-    else:
-        out = Console()
-        render(result, out if out.is_terminal else Console(width=150))
+    emit(result, output, as_json, render, width=150)
 
 
 if __name__ == "__main__":

@@ -18,39 +18,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.reporter import FolderReporter
 from services.logs import configure_logging
 from services.training.synthetic import CLASSES, generate_posters
 
 log = logging.getLogger("benchmarks.tiles")
 
 
-class _Reporter:
-    def __init__(self, folder: Path, name: str) -> None:
-        self.artifacts = folder / "jobs" / name
-        self.artifacts.mkdir(parents=True, exist_ok=True)
-        self._id = name
-
-    @property
-    def id(self) -> str:
-        return self._id
-
-    def update(self, **fields: Any) -> None:
-        if fields.get("message"):
-            log.info("%s: %s", self._id, fields["message"])
-
-    def write_json(self, name: str, body: Any) -> Path:
-        path = self.artifacts / name
-        path.write_text(json.dumps(body, default=str, indent=2))
-        return path
-
-
 def make_dataset(base: Path, *, seed: int, train: int, held_out: int) -> Path:
     """Write the posters as VOC (with the synthetic classes' label map) and import them; the data folder."""
-    from services.training.datasets.annotations import ObjectAnnotation, SourceFormat
+    from services.store.datasets.annotations import ObjectAnnotation, SourceFormat
+    from services.store.datasets.request import ImportRequest
+    from services.store.datasets.storage import DatasetStore
+    from services.store.datasets.voc import write_voc
     from services.training.datasets.importer import import_dataset
-    from services.training.datasets.request import ImportRequest
-    from services.training.datasets.storage import DatasetStore
-    from services.training.datasets.voc import write_voc
 
     source = base / "voc"
     (source / "images").mkdir(parents=True, exist_ok=True)
@@ -75,9 +56,9 @@ def make_dataset(base: Path, *, seed: int, train: int, held_out: int) -> Path:
 
 def score_both_ways(data: Path, run: str) -> dict[str, dict[str, Any]]:
     """A run's held-out AP@0.5, recall and precision (at min_score 0.5), letterboxed whole and through the views."""
+    from services.store.runs import RunStore
     from services.training.export import DetectorModule
     from services.training.models import load_final
-    from services.training.runs import RunStore
     from services.training.scoring import encoded_detector, read_split, score_detector, view_detector, views_used
 
     spec, model = load_final(RunStore(data).path(run) / "final")
@@ -118,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging("INFO", json=False)
     from services.jobs.params import TrainParams
+    from services.store.checks import check_train
     from services.training import pipeline
-    from services.training.checks import check_train
 
     data = args.out / "data"
     if not (data / "datasets" / "posters").is_dir():
@@ -142,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         params = check_train(params, data, args.model_root)
         started = time.monotonic()
-        result = pipeline.train(params, _Reporter(args.out, run), data, args.model_root)
+        result = pipeline.train(params, FolderReporter(args.out, run), data, args.model_root)
         results[views] = {
             "run": run,
             "train_seconds": result["train_seconds"],
