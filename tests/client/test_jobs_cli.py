@@ -25,9 +25,14 @@ from services.cli import app
 from services.processes import ServerProcess, spotter_command
 from tests.conftest import REPO
 from tests.datasets.fixtures import scenes, write_voc_dataset
-from tests.gateway.helpers import gateway_settings, running_gateway
-from tests.jobs.support import KEY, REDIS_URL, flush, start_worker, upload, wait_job, worker_env, zip_folder
-from tests.support.modelserver import running_model_server
+from tests.jobs.support import (
+    KEY,
+    running_job_stack,
+    upload,
+    wait_job,
+    worker_env,
+    zip_folder,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -56,25 +61,11 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     base = tmp_path_factory.mktemp("cli")
-    data, models, logs = base / "data", base / "models", base / "logs"
-    models.mkdir()
-    flush()
-    workers: list[ServerProcess] = []
-    try:
-        with running_model_server(models, log_dir=logs, poll_seconds=0.5) as model_server:
-            workers.append(start_worker("cli-worker", data, models, logs))
-            settings = gateway_settings(
-                model_server.grpc_target, model_root=models, data_dir=data, redis_url=REDIS_URL, api_keys="k1"
-            )
-            with running_gateway(settings) as gateway, httpx.Client(base_url=gateway.url, timeout=30) as http:
-                write_voc_dataset(base / "voc", scenes(count=12, size=64))
-                imported = upload(http, "shapes", "voc", zip_folder(base / "voc"), split="0.75")
-                assert wait_job(http, imported, timeout=180, workers=workers)["state"] == "finished"
-                yield Stack(base, gateway.url, http, workers)
-    finally:
-        for worker in workers:
-            worker.stop()
-        flush()
+    with running_job_stack(base, ("cli-worker",)) as running:
+        write_voc_dataset(base / "voc", scenes(count=12, size=64))
+        imported = upload(running.http, "shapes", "voc", zip_folder(base / "voc"), split="0.75")
+        assert wait_job(running.http, imported, timeout=180, workers=running.workers)["state"] == "finished"
+        yield Stack(base, running.gateway.url, running.http, running.workers)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,9 @@ from __future__ import annotations
 import io
 import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,8 @@ import redis
 
 from services.processes import ServerProcess, spotter_command, start_server
 from tests.conftest import REPO, TEST_REDIS_DB
+from tests.gateway.helpers import RunningGateway, gateway_settings, running_gateway
+from tests.support.modelserver import ModelServerHandle, running_model_server
 
 REDIS_URL = f"redis://127.0.0.1:6379/{TEST_REDIS_DB}"
 KEY = {"X-API-Key": "k1"}
@@ -85,3 +90,35 @@ def upload(http: httpx.Client, name: str, fmt: str, archive: bytes, **fields: st
     )
     assert answer.status_code == 202, answer.text
     return str(answer.json()["job_id"])
+
+
+@dataclass
+class JobStack:
+    """A model server watching ``models``, workers publishing into it, and a gateway over both (key ``k1``)."""
+
+    http: httpx.Client
+    gateway: RunningGateway
+    model_server: ModelServerHandle
+    workers: list[ServerProcess]
+
+
+@contextmanager
+def running_job_stack(base: Path, worker_names: tuple[str, ...], *, http_timeout: float = 30) -> Iterator[JobStack]:
+    """The whole serving and training path on ``base/{data,models,logs}`` with a flushed Redis database; whatever is
+    already in ``base/models`` is served. Everything is stopped and the database flushed again afterwards."""
+    data, models, logs = base / "data", base / "models", base / "logs"
+    models.mkdir(parents=True, exist_ok=True)
+    flush()
+    workers: list[ServerProcess] = []
+    try:
+        with running_model_server(models, log_dir=logs, poll_seconds=0.5) as model_server:
+            workers += [start_worker(name, data, models, logs) for name in worker_names]
+            settings = gateway_settings(
+                model_server.grpc_target, model_root=models, data_dir=data, redis_url=REDIS_URL, api_keys="k1"
+            )
+            with running_gateway(settings) as gateway, httpx.Client(base_url=gateway.url, timeout=http_timeout) as http:
+                yield JobStack(http, gateway, model_server, workers)
+    finally:
+        for worker in workers:
+            worker.stop()
+        flush()

@@ -23,9 +23,9 @@ from services.processes import ServerProcess
 from services.training.synthetic import generate_scenes
 from services.vision.boxes import Box, iou
 from tests.datasets.fixtures import road_image, scenes, write_roads_dataset, write_voc_dataset
-from tests.gateway.helpers import RunningGateway, encode, gateway_settings, running_gateway
-from tests.jobs.support import KEY, REDIS_URL, flush, start_worker, upload, wait_job, zip_folder
-from tests.support.modelserver import ModelServerHandle, running_model_server
+from tests.gateway.helpers import RunningGateway, encode
+from tests.jobs.support import KEY, running_job_stack, upload, wait_job, zip_folder
+from tests.support.modelserver import ModelServerHandle
 
 pytestmark = pytest.mark.integration
 
@@ -68,22 +68,8 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     base = tmp_path_factory.mktemp("e2e")
-    data, models, logs = base / "data", base / "models", base / "logs"
-    models.mkdir()
-    flush()
-    workers: list[ServerProcess] = []
-    try:
-        with running_model_server(models, log_dir=logs, poll_seconds=0.5) as model_server:
-            workers += [start_worker(f"worker-{i}", data, models, logs) for i in (1, 2)]
-            settings = gateway_settings(
-                model_server.grpc_target, model_root=models, data_dir=data, redis_url=REDIS_URL, api_keys="k1"
-            )
-            with running_gateway(settings) as gateway, httpx.Client(base_url=gateway.url, timeout=30) as http:
-                yield Stack(base, http, gateway, model_server, workers)
-    finally:
-        for worker in workers:
-            worker.stop()
-        flush()
+    with running_job_stack(base, ("worker-1", "worker-2")) as running:
+        yield Stack(base, running.http, running.gateway, running.model_server, running.workers)
 
 
 def test_train_evaluate_export_then_serve_detect_and_classify(stack: Stack) -> None:

@@ -20,9 +20,8 @@ from PIL import Image
 
 from services.processes import ServerProcess
 from services.training.digits import DIGITS, SIZE, draw_digit, write_digit_folders
-from tests.gateway.helpers import gateway_settings, running_gateway
-from tests.jobs.support import KEY, REDIS_URL, flush, start_worker, upload, wait_job, zip_folder
-from tests.support.modelserver import ModelServerHandle, running_model_server
+from tests.jobs.support import KEY, running_job_stack, upload, wait_job, zip_folder
+from tests.support.modelserver import ModelServerHandle
 
 pytestmark = pytest.mark.integration
 
@@ -58,22 +57,8 @@ def modes_of(grey: Image.Image) -> dict[str, bytes]:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[httpx.Client, ModelServerHandle, list[ServerProcess]]]:
-    data, models, logs = tmp_path / "data", tmp_path / "models", tmp_path / "logs"
-    models.mkdir()
-    flush()
-    workers: list[ServerProcess] = []
-    try:
-        with running_model_server(models, log_dir=logs, poll_seconds=0.5) as model_server:
-            workers.append(start_worker("worker-digits", data, models, logs))
-            settings = gateway_settings(
-                model_server.grpc_target, model_root=models, data_dir=data, redis_url=REDIS_URL, api_keys="k1"
-            )
-            with running_gateway(settings) as gateway, httpx.Client(base_url=gateway.url, timeout=30) as http:
-                yield http, model_server, workers
-    finally:
-        for worker in workers:
-            worker.stop()
-        flush()
+    with running_job_stack(tmp_path, ("worker-digits",)) as running:
+        yield running.http, running.model_server, running.workers
 
 
 def test_grey_28px_digits_import_train_export_and_classify(

@@ -20,9 +20,9 @@ from services.training.synthetic import CLASSES, generate_posters
 from services.vision.boxes import Box, iou
 from tests.datasets.fixtures import write_voc_with_label_map
 from tests.gateway.conftest import DEMO
-from tests.gateway.helpers import RunningGateway, gateway_settings, running_gateway
-from tests.jobs.support import KEY, REDIS_URL, flush, start_worker, upload, wait_job, zip_folder
-from tests.support.modelserver import ModelServerHandle, running_model_server
+from tests.gateway.helpers import RunningGateway
+from tests.jobs.support import KEY, running_job_stack, upload, wait_job, zip_folder
+from tests.support.modelserver import ModelServerHandle
 
 pytestmark = pytest.mark.integration
 
@@ -57,22 +57,9 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     base = tmp_path_factory.mktemp("tiles")
-    data, models, logs = base / "data", base / "models", base / "logs"
-    shutil.copytree(DEMO / "1", models / "demo" / "1")
-    flush()
-    worker: ServerProcess | None = None
-    try:
-        with running_model_server(models, log_dir=logs, poll_seconds=0.5) as model_server:
-            worker = start_worker("worker-tiles", data, models, logs)
-            settings = gateway_settings(
-                model_server.grpc_target, model_root=models, data_dir=data, redis_url=REDIS_URL, api_keys="k1"
-            )
-            with running_gateway(settings) as gateway, httpx.Client(base_url=gateway.url, timeout=60) as http:
-                yield Stack(base, http, gateway, model_server, worker)
-    finally:
-        if worker is not None:
-            worker.stop()
-        flush()
+    shutil.copytree(DEMO / "1", base / "models" / "demo" / "1")
+    with running_job_stack(base, ("worker-tiles",), http_timeout=60) as running:
+        yield Stack(base, running.http, running.gateway, running.model_server, running.workers[0])
 
 
 def _matched(ours: list[dict], theirs: list[dict]) -> int:
