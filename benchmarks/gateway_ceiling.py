@@ -35,7 +35,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import psutil
 import typer
 from rich.console import Console
@@ -45,8 +44,9 @@ from benchmarks.gateway_report import render
 from benchmarks.inputs import DEMO_EXAMPLES, DEMO_MODEL, REPO
 from benchmarks.memory import RssSampler, idle_worker_rss
 from benchmarks.photos import CAMERA_SIZES, camera_jpeg
-from benchmarks.stack import GATEWAY_START_TIMEOUT, Gateway
-from services.processes import ServerProcess, free_port, port_open, spotter_command, start_server
+from benchmarks.stack import Gateway
+from benchmarks.stack import gateway as start_gateway
+from services.processes import ServerProcess, free_port, port_open, start_server
 from services.vision.images import decode_image
 from services.vision.letterbox import letterbox
 
@@ -151,37 +151,9 @@ def instant_upstream(recording: Path, work: Path) -> Iterator[tuple[ServerProces
         server.stop()
 
 
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-@contextlib.contextmanager
-def gateway(name: str, tfs_grpc: str, work: Path, workers: int) -> Iterator[Gateway]:
+def gateway(name: str, tfs_grpc: str, work: Path, workers: int) -> contextlib.AbstractContextManager[Gateway]:
     """``spotter gateway`` with ``workers`` processes on free ports in front of ``tfs_grpc``, its batching defaults."""
-    port, grpc_port = free_port(), free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        "SPOTTER_TFS_GRPC": tfs_grpc,
-        "SPOTTER_GRPC_PORT": str(grpc_port),
-        "SPOTTER_GATEWAY_WORKERS": str(workers),
-        "SPOTTER_LOG_JSON": "true",
-    }
-    server = start_server(
-        name,
-        spotter_command("gateway", "--host", "127.0.0.1", "--port", str(port)),
-        log_dir=work / "logs",
-        ready=lambda: _ready(url),
-        env=env,
-        timeout=GATEWAY_START_TIMEOUT,
-        cwd=REPO,
-    )
-    try:
-        yield Gateway(server, url, f"127.0.0.1:{grpc_port}", {"gateway_workers": str(workers)})
-    finally:
-        server.stop()
+    return start_gateway(name, tfs_grpc, work, {"gateway_workers": str(workers)})
 
 
 def gateway_pids(pid: int) -> list[int]:

@@ -15,7 +15,7 @@ import httpx
 import typer
 
 from benchmarks.inputs import Example
-from benchmarks.loadgen import Send, Watch, generate
+from benchmarks.loadgen import Watch, generate, grpc_sender, rest_sender
 
 _MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
 
@@ -30,41 +30,6 @@ def files(folder: Path) -> list[Example]:
     if not found:
         raise typer.BadParameter(f"no image file in {folder}")
     return found
-
-
-def rest_sender(client: httpx.AsyncClient, url: str, model: str, examples: list[Example], tile: str) -> Send:
-    target = f"{url}/v1/models/{model}:detect"
-
-    async def send(n: int) -> str:
-        example = examples[n % len(examples)]
-        try:
-            response = await client.post(
-                target, content=example.data, params={"tile": tile}, headers={"Content-Type": example.content_type}
-            )
-        except httpx.HTTPError as err:
-            return type(err).__name__
-        return "ok" if response.status_code == 200 else f"HTTP {response.status_code}"
-
-    return send
-
-
-def grpc_sender(channel: Any, model: str, examples: list[Example], tile: str) -> Send:
-    import grpc
-
-    from services.client.rpc import detect_request
-    from services.gen.spotter.v1 import detection_pb2_grpc
-
-    stub = detection_pb2_grpc.DetectionServiceStub(channel)  # type: ignore[no-untyped-call]
-    prepared = [detect_request(e.data, model=model, content_type=e.content_type, tile=tile) for e in examples]  # type: ignore[arg-type]
-
-    async def send(n: int) -> str:
-        try:
-            await stub.Detect(prepared[n % len(prepared)], timeout=60.0)
-        except grpc.aio.AioRpcError as err:
-            return f"gRPC {err.code().name}"
-        return "ok"
-
-    return send
 
 
 async def run(options: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import numpy as np
@@ -34,6 +34,9 @@ import typer
 
 from benchmarks.inputs import DEMO_EXAMPLES, Example, batch_of, canvases, load_examples
 from benchmarks.probes import GATEWAY_SERIES, MODELSERVER_SERIES, Series, cpu_seconds, totals
+
+if TYPE_CHECKING:
+    from services.client.rpc import Tile
 
 Send = Callable[[int], Awaitable[str]]
 """``send(n)`` makes the n-th call and answers its outcome: ``"ok"`` or an error's name (an HTTP status...)."""
@@ -159,14 +162,19 @@ async def generate(
     }
 
 
-def rest_sender(client: httpx.AsyncClient, base_url: str, model: str, examples: list[Example]) -> Send:
+def rest_sender(
+    client: httpx.AsyncClient, base_url: str, model: str, examples: list[Example], tile: Tile = "auto"
+) -> Send:
     """``:detect`` with the n-th example file (cycling), as a client would send it: raw body, its content type."""
     url = f"{base_url}/v1/models/{model}:detect"
+    params = {"tile": tile}
 
     async def send(n: int) -> str:
         example = examples[n % len(examples)]
         try:
-            response = await client.post(url, content=example.data, headers={"Content-Type": example.content_type})
+            response = await client.post(
+                url, content=example.data, params=params, headers={"Content-Type": example.content_type}
+            )
         except httpx.HTTPError as err:
             return type(err).__name__
         return "ok" if response.status_code == 200 else f"HTTP {response.status_code}"
@@ -211,7 +219,7 @@ def grpc_available() -> bool:
     return True
 
 
-def grpc_sender(channel: Any, model: str, examples: list[Example]) -> Send:
+def grpc_sender(channel: Any, model: str, examples: list[Example], tile: Tile = "auto") -> Send:
     """``spotter.v1.DetectionService/Detect`` on the gateway with the n-th example file (cycling); requests are
     built by the gRPC client's own :func:`services.client.rpc.detect_request`, once per file."""
     import grpc
@@ -220,7 +228,7 @@ def grpc_sender(channel: Any, model: str, examples: list[Example]) -> Send:
     from services.gen.spotter.v1 import detection_pb2_grpc
 
     stub = detection_pb2_grpc.DetectionServiceStub(channel)  # type: ignore[no-untyped-call]
-    prepared = [detect_request(e.data, model=model, content_type=e.content_type) for e in examples]
+    prepared = [detect_request(e.data, model=model, content_type=e.content_type, tile=tile) for e in examples]
 
     async def send(n: int) -> str:
         try:
