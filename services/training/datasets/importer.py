@@ -112,22 +112,7 @@ def import_dataset(
     if not source.exists():
         raise InvalidInput(f"{source} does not exist")
     with store.staging(request.name, token) as staging:
-        archive_sha = None
-        # The root is made absolute: the data folder may be relative (the default ``data``), and every path found
-        # under the root is compared with it (``relative_to``), extracted files included (they are absolute).
-        if source.is_dir():
-            root = source.resolve()
-            files = walk_files(root)
-            for path in files:
-                if member_role(request.format, path.relative_to(root).as_posix()) == "refused":
-                    report.warning(
-                        "ignored_file", path.relative_to(root).as_posix(), "", "not a file type this import takes"
-                    )
-        else:
-            root = (staging / "source").resolve()
-            root.mkdir()
-            archive_sha = file_sha256(source)
-            files = sorted(extract_archive(source, root, request.format, request.limits, tick("extract")))
+        root, files, archive_sha = _source_files(request, staging, report, tick("extract"))
         tick("extract")(1, 1)
 
         label_map = _label_map(request, root, files, report)
@@ -172,6 +157,28 @@ def import_dataset(
         "imported dataset %s version %d: %d images, %d problems", manifest.name, manifest.version, total, len(report)
     )
     return ImportResult(manifest, folder, report)
+
+
+def _source_files(
+    request: ImportRequest, staging: Path, report: ProblemReport, on_file: Callable[[int, int], None]
+) -> tuple[Path, list[Path], str | None]:
+    """The folder the source's files are in, the files, and the archive's sha256 (``None`` for a folder): a folder is
+    read in place (files of a type the import does not take are reported and ignored), an archive is extracted into
+    the staging folder. The root is absolute: the data folder may be relative (the default ``data``), and every path
+    found under the root is compared with it (``relative_to``), extracted files included (they are absolute)."""
+    source = request.source
+    if source.is_dir():
+        root = source.resolve()
+        files = walk_files(root)
+        for path in files:
+            rel = path.relative_to(root).as_posix()
+            if member_role(request.format, rel) == "refused":
+                report.warning("ignored_file", rel, "", "not a file type this import takes")
+        return root, files, None
+    root = (staging / "source").resolve()
+    root.mkdir()
+    archive_sha = file_sha256(source)
+    return root, sorted(extract_archive(source, root, request.format, request.limits, on_file)), archive_sha
 
 
 def _label_map(request: ImportRequest, root: Path, files: list[Path], report: ProblemReport) -> LabelMap | None:

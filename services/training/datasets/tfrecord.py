@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, unless asked for
 
@@ -139,28 +140,39 @@ def read_record_files(
     return annotations
 
 
+class _Features:
+    """Typed reads of a ``tf.train.Example``'s features; a missing key reads as an empty list."""
+
+    def __init__(self, example: Any) -> None:
+        self._feat = example.features.feature
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._feat
+
+    def texts(self, key: str) -> list[str]:
+        return [v.decode("utf-8", "replace") for v in self._feat[key].bytes_list.value] if key in self._feat else []
+
+    def ints(self, key: str) -> list[int]:
+        return list(self._feat[key].int64_list.value) if key in self._feat else []
+
+    def floats(self, key: str) -> list[float]:
+        return list(self._feat[key].float_list.value) if key in self._feat else []
+
+    def encoded(self) -> list[bytes]:
+        return list(self._feat[F.ENCODED].bytes_list.value) if F.ENCODED in self._feat else []
+
+
 def _record_annotation(
     raw: bytes, rel: str, number: int, label_map: LabelMap | None, spill: Path, report: ProblemReport
 ) -> ImageAnnotation | None:
     where = f"record {number}"
     try:
-        example = tf.train.Example.FromString(raw)
+        feat = _Features(tf.train.Example.FromString(raw))
     except Exception as exc:  # protobuf's DecodeError, whatever the runtime
         report.error("bad_record", rel, where, f"not a tf.train.Example: {exc}")
         return None
-    feat = example.features.feature
-
-    def texts(key: str) -> list[str]:
-        return [v.decode("utf-8", "replace") for v in feat[key].bytes_list.value] if key in feat else []
-
-    def ints(key: str) -> list[int]:
-        return list(feat[key].int64_list.value) if key in feat else []
-
-    def floats(key: str) -> list[float]:
-        return list(feat[key].float_list.value) if key in feat else []
-
-    encoded = feat[F.ENCODED].bytes_list.value if F.ENCODED in feat else []
-    name = (texts(F.FILENAME) or texts(F.SOURCE_ID) or [f"{rel}#{number}"])[0] or f"{rel}#{number}"
+    encoded = feat.encoded()
+    name = (feat.texts(F.FILENAME) or feat.texts(F.SOURCE_ID) or [f"{rel}#{number}"])[0] or f"{rel}#{number}"
     where = f"{where} ({name})"
     if not encoded:
         report.error("missing_image", rel, where, f"no {F.ENCODED}")
@@ -171,10 +183,32 @@ def _record_annotation(
             width, height = image.size
     except (UnidentifiedImageError, OSError):
         width = height = 0  # validation reports the image itself
+    objects = _record_objects(feat, (width, height), label_map, rel, where, report)
+    if objects is None:
+        return None
+    labels = [] if objects else _record_image_labels(feat, label_map, rel, where, report)
+    declared_h, declared_w = (feat.ints(F.HEIGHT) or [0])[0], (feat.ints(F.WIDTH) or [0])[0]
+    return ImageAnnotation(
+        filename=name,
+        path=spill,
+        source=rel,
+        where=where,
+        width=declared_w or None,
+        height=declared_h or None,
+        objects=objects,
+        labels=labels,
+    )
 
-    boxes = [floats(F.XMIN), floats(F.YMIN), floats(F.XMAX), floats(F.YMAX)]
+
+def _record_objects(
+    feat: _Features, size: tuple[int, int], label_map: LabelMap | None, rel: str, where: str, report: ProblemReport
+) -> list[ObjectAnnotation] | None:
+    """The record's boxes in the image's pixels (``size``: width, height); ``None`` when the record must be dropped
+    (lists of different lengths, or every box rejected)."""
+    width, height = size
+    boxes = [feat.floats(F.XMIN), feat.floats(F.YMIN), feat.floats(F.XMAX), feat.floats(F.YMAX)]
     count = len(boxes[0])
-    box_texts, box_ids = texts(F.OBJECT_TEXT), ints(F.OBJECT_LABEL)
+    box_texts, box_ids = feat.texts(F.OBJECT_TEXT), feat.ints(F.OBJECT_LABEL)
     if (
         any(len(b) != count for b in boxes)
         or (box_texts and len(box_texts) != count)
@@ -183,7 +217,7 @@ def _record_annotation(
         report.error("bad_record", rel, where, "the box coordinate and class lists have different lengths")
         return None
     objects: list[ObjectAnnotation] = []
-    difficult, truncated, views = ints(F.DIFFICULT), ints(F.TRUNCATED), texts(F.VIEW)
+    difficult, truncated, views = feat.ints(F.DIFFICULT), feat.ints(F.TRUNCATED), feat.texts(F.VIEW)
     for i in range(count):
         obj_where = f"{where} object[{i + 1}]"
         label = _class_name(box_texts[i] if box_texts else None, box_ids[i] if box_ids else None, label_map)
@@ -206,30 +240,26 @@ def _record_annotation(
     if count and not objects:
         report.error("no_valid_boxes", rel, where, "every box of the record was rejected; image dropped")
         return None
-    image_texts, image_ids = texts(F.IMAGE_TEXT), ints(F.IMAGE_LABEL)
+    return objects
+
+
+def _record_image_labels(
+    feat: _Features, label_map: LabelMap | None, rel: str, where: str, report: ProblemReport
+) -> list[str]:
+    """A record without boxes: its image-level class labels (text, else the label map's name of the id)."""
+    image_texts, image_ids = feat.texts(F.IMAGE_TEXT), feat.ints(F.IMAGE_LABEL)
     labels: list[str] = []
-    if not objects:
-        for i in range(max(len(image_texts), len(image_ids))):
-            label = _class_name(
-                image_texts[i] if i < len(image_texts) else None,
-                image_ids[i] if i < len(image_ids) else None,
-                label_map,
-            )
-            if label is None:
-                report.error("unknown_class", rel, where, "an image-level label has no text and no label-map entry")
-            else:
-                labels.append(label)
-    declared_h, declared_w = (ints(F.HEIGHT) or [0])[0], (ints(F.WIDTH) or [0])[0]
-    return ImageAnnotation(
-        filename=name,
-        path=spill,
-        source=rel,
-        where=where,
-        width=declared_w or None,
-        height=declared_h or None,
-        objects=objects,
-        labels=labels,
-    )
+    for i in range(max(len(image_texts), len(image_ids))):
+        label = _class_name(
+            image_texts[i] if i < len(image_texts) else None,
+            image_ids[i] if i < len(image_ids) else None,
+            label_map,
+        )
+        if label is None:
+            report.error("unknown_class", rel, where, "an image-level label has no text and no label-map entry")
+        else:
+            labels.append(label)
+    return labels
 
 
 def _class_name(text: str | None, class_id: int | None, label_map: LabelMap | None) -> str | None:
