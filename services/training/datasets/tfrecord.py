@@ -146,9 +146,6 @@ class _Features:
     def __init__(self, example: Any) -> None:
         self._feat = example.features.feature
 
-    def __contains__(self, key: str) -> bool:
-        return key in self._feat
-
     def texts(self, key: str) -> list[str]:
         return [v.decode("utf-8", "replace") for v in self._feat[key].bytes_list.value] if key in self._feat else []
 
