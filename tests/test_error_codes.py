@@ -8,19 +8,11 @@ import pytest
 from services import errors
 from services.client.rest import error_from_response
 from services.grpc_errors import error_from_status, error_trailers, grpc_status
-
-
-def _classes() -> list[type[errors.SpotterError]]:
-    found, pending = [], [errors.SpotterError]
-    while pending:
-        cls = pending.pop()
-        found.append(cls)
-        pending.extend(cls.__subclasses__())
-    return found
+from tests.support.errors import every_error_class
 
 
 def test_every_code_names_its_own_class() -> None:
-    classes = _classes()
+    classes = every_error_class()
     assert len({cls.code for cls in classes}) == len(classes), "two classes share a code"
     for cls in classes:
         assert errors.error_class(cls.code) is cls
@@ -35,7 +27,7 @@ def test_a_class_defined_later_is_known_from_then_on() -> None:
     assert errors.error_class("quota_exceeded_for_this_test") is QuotaExceeded
 
 
-@pytest.mark.parametrize("cls", _classes(), ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("cls", every_error_class(), ids=lambda cls: cls.__name__)
 def test_both_clients_rebuild_the_same_class_from_a_code(cls: type[errors.SpotterError]) -> None:
     sent = cls("refused", retry_after=2.0) if issubclass(cls, errors.Overloaded | errors.Unavailable) else cls("no")
     answer = httpx.Response(418, json={"error": {"code": sent.code, "message": sent.message}})

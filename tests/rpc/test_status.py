@@ -12,15 +12,7 @@ from services.client.rpc import frame_error
 from services.gateway.rpc.convert import frame_error as frame_error_message
 from services.grpc_errors import GRPC_STATUS, error_from_status, error_trailers, grpc_status
 from tests.conftest import REPO
-
-
-def every_error_class() -> list[type[errors.SpotterError]]:
-    found, pending = [], [errors.SpotterError]
-    while pending:
-        cls = pending.pop()
-        found.append(cls)
-        pending.extend(cls.__subclasses__())
-    return found
+from tests.support.errors import every_error_class
 
 
 def make(cls: type[errors.SpotterError]) -> errors.SpotterError:
