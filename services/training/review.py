@@ -32,6 +32,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 from rich.table import Table
 
+from services.files import staging_dir
 from services.store.datasets.annotations import ObjectAnnotation
 from services.store.datasets.voc import write_voc
 from services.vision.boxes import Detection, iou
@@ -106,27 +107,31 @@ def _flat_name(filename: str) -> str:
 
 
 def write_review(folder: Path, verdicts: Sequence[Verdict], images: dict[str, bytes]) -> dict[str, Any]:
-    """Write the review outputs of the images not accepted into ``folder``; what was written (paths, count)."""
+    """Write the review outputs of the images not accepted into ``folder``; what was written (paths, count).
+
+    The folder is built aside and moved into place whole (:func:`services.files.staging_dir`), so a reviewer never
+    finds a half-written one: a crash leaves the previous folder, or none.
+    """
     todo = [v for v in verdicts if not v.accepted]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "review.json").write_text(json.dumps([v.to_dict() for v in todo], indent=2) + "\n", encoding="utf-8")
-    voc = folder / "voc"
-    (voc / "images").mkdir(parents=True, exist_ok=True)
-    (voc / "annotations").mkdir(parents=True, exist_ok=True)
-    for verdict in todo:
-        data = images[verdict.filename]
-        name = _flat_name(verdict.filename)
-        (voc / "images" / name).write_bytes(data)
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-        xml = voc / "annotations" / f"{Path(name).stem}.xml"
-        write_voc(xml, name, width, height, verdict.objects(), folder="images")
-    sheets = contact_sheets(folder, todo, images)
+    with staging_dir(folder) as work:
+        (work / "review.json").write_text(json.dumps([v.to_dict() for v in todo], indent=2) + "\n", encoding="utf-8")
+        voc = work / "voc"
+        (voc / "images").mkdir(parents=True, exist_ok=True)
+        (voc / "annotations").mkdir(parents=True, exist_ok=True)
+        for verdict in todo:
+            data = images[verdict.filename]
+            name = _flat_name(verdict.filename)
+            (voc / "images" / name).write_bytes(data)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+            xml = voc / "annotations" / f"{Path(name).stem}.xml"
+            write_voc(xml, name, width, height, verdict.objects(), folder="images")
+        sheets = [folder / p.relative_to(work) for p in contact_sheets(work, todo, images)]
     return {
         "images": len(todo),
         "json": str(folder / "review.json"),
         "contact_sheets": [str(p) for p in sheets],
-        "voc": str(voc),
+        "voc": str(folder / "voc"),
     }
 
 
