@@ -1,8 +1,9 @@
 """The ceiling: the most images/s the model gives on this machine, the best of the model **in process**
 (``benchmarks.inprocess``) and the **model server alone** (``benchmarks.loadgen --kind tfs``), each at the best
-batch size, with TensorFlow's default thread settings and with tuned ones, measured the same way (same canvases and
-batches, closed loops of 1 and 2 callers, the same warm-up, every output fetched). TensorFlow-free: it only reads
-what the children measured, picks the best, and says why the others are lower.
+batch size of one caller's sweep and at batch 1 by concurrent callers (on a small CPU, two single-image calls at once
+can beat one batched stream), with TensorFlow's default thread settings and with tuned ones, measured the same way
+(same canvases and batches, closed loops of 1 and 2 callers, the same warm-up, every output fetched).
+TensorFlow-free: it only reads what the children measured, picks the best, and says why the others are lower.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def tuned_threads() -> str:
 
 
 def candidates(inprocess: dict[str, dict[str, Any]], alone: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every measurement at the best batch size, in process and by the model server alone, as one flat list."""
+    """Every measurement at the best batch size (and at batch 1 by 2 callers), in process and by the model server
+    alone, as one flat list."""
     found = [
         {
             "source": "in process",
@@ -97,7 +99,7 @@ def _best(entries: list[dict[str, Any]], **fixed: Any) -> dict[str, Any] | None:
 
 def _effect(entries: list[dict[str, Any]], key: str, best: dict[str, Any]) -> list[tuple[float, str]]:
     """How much lower the winner's figure is when only ``key`` changes (each other value of it)."""
-    same = {k: best[k] for k in ("source", "way", "threads", "callers") if k != key}
+    same = {k: best[k] for k in ("source", "way", "threads", "callers", "batch") if k != key}
     effects = []
     for entry in entries:
         if entry is best or entry[key] == best[key] or any(entry[k] != v for k, v in same.items()):
@@ -119,14 +121,17 @@ def explain(entries: list[dict[str, Any]]) -> dict[str, Any]:
             f"best {other_source}: {other['images_per_second']:.1f} images/s "
             f"({other['images_per_second'] / best['images_per_second']:.2f} x) with {_describe(other)}"
         )
-        twin = _best(entries, source=other_source, threads=best["threads"], callers=best["callers"])
+        twin = _best(
+            entries, source=other_source, threads=best["threads"], callers=best["callers"], batch=best["batch"]
+        )
         if twin is not None:
             share = twin["images_per_second"] / best["images_per_second"]
             lines.append(
-                f"at the winner's settings (threads {best['threads']}, {best['callers']} callers) {other_source} "
+                f"at the winner's settings (threads {best['threads']}, batch {best['batch']}, "
+                f"{best['callers']} callers) {other_source} "
                 f"does {twin['images_per_second']:.1f} images/s ({share:.2f} x)"
             )
-    effects = [e for key in ("threads", "callers", "way") for e in _effect(entries, key, best)]
+    effects = [e for key in ("threads", "callers", "way", "batch") for e in _effect(entries, key, best)]
     effects.sort(reverse=True)
     if effects:
         lines.append("what each setting alone costs the winner: " + "; ".join(text for _, text in effects))

@@ -137,7 +137,8 @@ def measure(
     min_calls: int,
 ) -> dict[str, Any]:
     """The sweep (``function``, one caller, each batch size in ``sweep``), then every way x callers at the sweep's
-    best batch size."""
+    best batch size, and every way at batch 1 by the most callers (on a small CPU, concurrent single-image calls can
+    beat one batched stream)."""
     import tensorflow as tf
 
     runners, input_name, size, load_seconds = _runners(version_dir)
@@ -160,6 +161,8 @@ def measure(
         for way in ways
         for count in callers
     ]
+    if best["batch"] != 1 and max(callers) > 1:
+        variants += [entry(way, 1, max(callers)) for way in ways]
     return {
         "model_dir": str(version_dir),
         "input_name": input_name,

@@ -133,7 +133,7 @@ def render(result: dict[str, Any], console: Console) -> None:
     console.print(table("Batch sizes: serving_default in process (function, 1 caller)", SWEEP, first["sweep"]))
     console.print(
         table(
-            "Ceiling: at the best batch, in process and the model server alone",
+            "Ceiling: in process and the model server alone, at the best batch and at batch 1 by 2 callers",
             CANDIDATES,
             ceiling["candidates"],
             best=ceiling["best"],

@@ -32,8 +32,13 @@ class Row:
 
 def alone_rows(best_batch: int, threads: str) -> list[Row]:
     """The model server alone at the best batch, by 1 and 2 clients (the gateway keeps up to two Predicts in
-    flight): the model-server half of the ceiling, measured as ``benchmarks.inprocess`` measures the other."""
-    return [Row("tfs", "model server", "", clients, best_batch, threads) for clients in (1, 2)]
+    flight), and at batch 1 by 2 clients (concurrent single images, what the gateway's adaptive batching converges
+    to where batching does not pay): the model-server half of the ceiling, measured as ``benchmarks.inprocess``
+    measures the other."""
+    rows = [Row("tfs", "model server", "", clients, best_batch, threads) for clients in (1, 2)]
+    if best_batch != 1:
+        rows.append(Row("tfs", "model server", "", 2, 1, threads))
+    return rows
 
 
 def served_rows(concurrency: tuple[int, ...], protocols: tuple[str, ...], threads: str) -> list[Row]:

@@ -15,7 +15,7 @@ from services.modelserver.launch import ModelServerHandle, running_model_server
 from services.processes import ServerProcess, free_port, spotter_command, start_server
 
 GATEWAY_START_TIMEOUT = 60.0
-BATCHING_SETTINGS = ("max_batch_size", "max_batch_delay_ms", "max_inflight_batches", "max_queue_size")
+BATCHING_SETTINGS = ("max_batch_size", "max_batch_delay_ms", "max_inflight_batches", "max_queue_size", "batch_adaptive")
 """The gateway settings a bench row reports (their ``SPOTTER_*`` variables are set explicitly for each gateway)."""
 
 

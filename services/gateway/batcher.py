@@ -10,6 +10,11 @@ busy it waits for a slot, which no delay could shorten. ``work_conserving=False`
 batch leaves only after the delay). ``spotter_batch_dispatches_total`` counts why each
 batch left (``full``; ``idle``: it left without waiting for a slot; ``waited``: every slot was busy while it filled).
 
+Adaptive sizing (``adaptive=True``, the gateway's default): each key's batch limit is learned by a
+:class:`~services.gateway.batchsizer.BatchSizer` from the measured upstream time per image at each batch size, so
+batches grow only while they make the upstream cheaper per image (a GPU: up to ``max_batch_size``; a small CPU, where
+concurrent single-image Predicts win: 1 or 2), within ``max_batch_size`` and the model's fixed batch dimension.
+
 The queue is bounded over all keys: past ``max_queue_size`` pending images, :meth:`Batcher.submit` raises
 :class:`~services.errors.Overloaded` at once. The wait is bounded too: an image that has waited ``max_queue_wait``
 seconds without its batch leaving is taken out of the queue and refused with ``Overloaded`` (``reason="deadline"``),
@@ -27,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +42,7 @@ import numpy as np
 from services import errors
 from services.gateway import metrics
 from services.gateway.admission import overloaded
+from services.gateway.batchsizer import BatchSizer
 from services.logs import request_id_var
 
 logger = logging.getLogger(__name__)
@@ -70,11 +77,17 @@ class _Item:
 @dataclass(eq=False)
 class _Lane:
     key: BatchKey
-    limit: int
+    most: int  # the configured maximum and the model's fixed batch dimension, whichever is lower
     inflight: asyncio.Semaphore
+    sizer: BatchSizer | None = None  # adaptive: the learned limit, within ``most``
     pending: deque[_Item] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     worker: asyncio.Task[None] | None = None
+
+    @property
+    def limit(self) -> int:
+        """The most images the next batch may carry."""
+        return self.sizer.limit if self.sizer is not None else self.most
 
 
 class Batcher:
@@ -91,6 +104,9 @@ class Batcher:
         work_conserving: Send at once while a Predict slot is free; wait for the delay only while all are busy
             (``False``: every partial batch waits for the delay).
         retry_after: Seconds put on the ``Overloaded`` error when the queue is full.
+        adaptive: Learn each key's batch limit from the upstream's per-image time per batch size (within
+            ``max_batch_size``) instead of always filling batches up to ``max_batch_size``.
+        clock: Seconds for timing Predict calls (the adaptive limit's input); tests give a simulated one.
     """
 
     def __init__(
@@ -104,6 +120,8 @@ class Batcher:
         max_queue_wait: float | None = None,
         work_conserving: bool = True,
         retry_after: float = 1.0,
+        adaptive: bool = False,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_inflight_batches < 1 or max_batch_delay < 0:
             raise ValueError("batch size, queue size and in-flight batches must be positive, the delay not negative")
@@ -117,6 +135,8 @@ class Batcher:
         self._max_queue = max_queue_size
         self._max_inflight = max_inflight_batches
         self._retry_after = retry_after
+        self._adaptive = adaptive
+        self._clock = clock
         self._lanes: dict[BatchKey, _Lane] = {}
         self._pending = 0
         self._batches: set[asyncio.Task[None]] = set()
@@ -205,8 +225,9 @@ class Batcher:
     def _lane(self, key: BatchKey) -> _Lane:
         lane = self._lanes.get(key)
         if lane is None:
-            limit = min(self._max_batch_size, key.max_batch or self._max_batch_size)
-            lane = _Lane(key, limit, asyncio.Semaphore(self._max_inflight))
+            most = min(self._max_batch_size, key.max_batch or self._max_batch_size)
+            sizer = BatchSizer(most) if self._adaptive and most > 1 else None
+            lane = _Lane(key, most, asyncio.Semaphore(self._max_inflight), sizer)
             self._lanes[key] = lane
         return lane
 
@@ -232,24 +253,27 @@ class Batcher:
                 waited = waited or lane.inflight.locked()
                 # With every Predict slot busy, keep filling: whatever waits when a slot frees leaves together.
                 await lane.inflight.acquire()
-                items = self._take(lane)
+                # Every slot now busy: this call competes with the others for the upstream (what sizing compares).
+                saturated = lane.inflight.locked()
+                limit = lane.limit
+                items = self._take(lane, limit)
                 if not items:
                     lane.inflight.release()
                     continue
-                reason = "full" if len(items) == lane.limit else "waited" if waited else "idle"
+                reason = "full" if len(items) == limit else "waited" if waited else "idle"
                 metrics.BATCH_DISPATCHES.labels(lane.key.model, str(lane.key.version), reason).inc()
-                task = asyncio.create_task(self._send(lane, items))
+                task = asyncio.create_task(self._send(lane, items, saturated))
                 self._batches.add(task)
                 task.add_done_callback(self._batches.discard)
         finally:
             lane.worker = None
 
-    def _take(self, lane: _Lane) -> list[_Item]:
-        """The next batch: up to ``lane.limit`` live images, those past their queue deadline refused instead."""
+    def _take(self, lane: _Lane, limit: int) -> list[_Item]:
+        """The next batch: up to ``limit`` live images, those past their queue deadline refused instead."""
         now = asyncio.get_running_loop().time()
         queue_seconds = metrics.QUEUE_SECONDS.labels(lane.key.model, str(lane.key.version))
         items: list[_Item] = []
-        while lane.pending and len(items) < lane.limit:
+        while lane.pending and len(items) < limit:
             item = lane.pending.popleft()
             self._pending -= 1
             if item.future.done():
@@ -263,7 +287,7 @@ class Batcher:
         self._gauge(lane)
         return items
 
-    async def _send(self, lane: _Lane, items: list[_Item]) -> None:
+    async def _send(self, lane: _Lane, items: list[_Item], saturated: bool) -> None:
         key = lane.key
         version = str(key.version)
         try:
@@ -274,7 +298,11 @@ class Batcher:
             else:
                 batch = np.stack(images)
             ids = ",".join(dict.fromkeys(item.request_id for item in items if item.request_id))
+            started = self._clock()
             outputs = await self._predict(key, batch, ids[:_MAX_REQUEST_ID_HEADER] or None)
+            if lane.sizer is not None:
+                lane.sizer.observe(len(items), self._clock() - started, saturated=saturated)
+                metrics.BATCH_LIMIT.labels(key.model, version).set(lane.sizer.limit)
             for name, value in outputs.items():
                 if value.ndim == 0 or value.shape[0] != len(items):
                     raise errors.UpstreamError(
@@ -298,6 +326,11 @@ class Batcher:
 
     def _gauge(self, lane: _Lane) -> None:
         metrics.QUEUE_DEPTH.labels(lane.key.model, str(lane.key.version)).set(len(lane.pending))
+
+    @property
+    def inflight_batches(self) -> int:
+        """Predict calls in flight now, over all keys (read-only; the shadow canaries shed on it)."""
+        return len(self._batches)
 
 
 def _fail(items: list[_Item], err: BaseException) -> None:

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from services.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from services.errors import InvalidInput, PayloadTooLarge, SpotterError, UnsupportedMediaType
 
 logger = logging.getLogger(__name__)
 
@@ -275,6 +275,21 @@ def check_data_covers(data: bytes, media_type: str, width: int, height: int) -> 
             f"{kind} of that size has at least {needed} bytes): the file is truncated or its header is wrong",
             details={"width": width, "height": height, "bytes": len(data), "min_bytes": needed},
         )
+
+
+def declared_pixels(data: bytes) -> int | None:
+    """Width x height as the image's header declares them (Pillow reads the header only, no pixels), or None when
+    the bytes are not an image we take or the header does not parse: a cheap look at what decoding would cost,
+    before :func:`decode_image` checks everything."""
+    media_type = sniff_media_type(data)
+    if media_type is None:
+        return None
+    try:
+        with _open_header(data, media_type) as image:
+            width, height = image.size
+    except SpotterError:
+        return None
+    return int(width) * int(height)
 
 
 def _ceil_div(a: int, b: int) -> int:

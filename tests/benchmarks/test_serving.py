@@ -65,7 +65,12 @@ def test_the_ceiling_is_the_best_of_in_process_and_the_model_server_alone(result
         for callers in (1, 2):
             for source, way in (("in process", "function"), ("in process", "session"), ("model server", "Predict")):
                 assert (source, way, setting, callers) in found
-    assert all(c["batch"] == ceiling["batch"] for c in ceiling["candidates"])
+    # Every candidate runs at the sweep's best batch, or at batch 1 by 2 callers (concurrent single images).
+    swept_best = next(iter(ceiling["inprocess"].values()))["best_batch"]
+    assert all(c["batch"] == swept_best or (c["batch"], c["callers"]) == (1, 2) for c in ceiling["candidates"])
+    if swept_best != 1:
+        singles = {(c["source"], c["threads"]) for c in ceiling["candidates"] if (c["batch"], c["callers"]) == (1, 2)}
+        assert singles == {(source, t) for source in ("in process", "model server") for t in threads}
     assert ceiling["images_per_second"] == max(c["images_per_second"] for c in ceiling["candidates"])
     assert ceiling["best"]["images_per_second"] == ceiling["images_per_second"]
     assert ceiling["lines"][0].endswith(f"won: {ceiling['images_per_second']:.1f} images/s")
@@ -75,11 +80,14 @@ def test_the_ceiling_is_the_best_of_in_process_and_the_model_server_alone(result
 
 
 def test_every_row_is_present(result: dict[str, Any]) -> None:
-    best, threads = result["ceiling"]["batch"], result["ceiling"]["best"]["threads"]
+    best = next(iter(result["ceiling"]["inprocess"].values()))["best_batch"]  # the sweep's (the ceiling's may be 1)
+    threads = result["ceiling"]["best"]["threads"]
     rows = {(r["kind"], r["batching"], r["concurrency"], r["batch"], r["threads"]) for r in result["rows"]}
     for setting in result["plan"]["threads"]:
         assert ("tfs", "", 1, best, setting) in rows
         assert ("tfs", "", 2, best, setting) in rows
+        if best != 1:
+            assert ("tfs", "", 2, 1, setting) in rows  # concurrent single images, a ceiling candidate too
     assert ("tfs", "", 1, 1, threads) in rows  # the served rows' model server alone, at batch 1
     protocols = ("rest", "grpc") if grpc_available() else ("rest",)
     for concurrency in CONCURRENCY:
@@ -108,7 +116,9 @@ def test_rows_hold_numbers(result: dict[str, Any]) -> None:
         assert _positive(row["latency_ms"]["p50"]), row
         assert _positive(row["latency_ms"]["p99"]), row
         assert row["latency_ms"]["p50"] <= row["latency_ms"]["p99"], row
-        assert row["errors"] == {}, row
+        # On a busy machine the gateway may shed an image at its queue deadline (503, as designed: served in time or
+        # refused); any other error is a bug.
+        assert set(row["errors"]) <= ({"HTTP 503", "gRPC RESOURCE_EXHAUSTED"} if row["kind"] != "tfs" else set()), row
         # CPU time is read in clock ticks: a --quick window may see none of a process's work, never a negative.
         processes = ("client", "modelserver") if row["kind"] == "tfs" else ("client", "gateway", "modelserver")
         for process in processes:

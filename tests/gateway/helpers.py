@@ -64,6 +64,9 @@ def gateway_settings(tfs_grpc: str, **overrides: object) -> GatewaySettings:
     """Test settings: no .env, the given model server, quick catalog refresh, gRPC API (when present) on a free port
     (``grpc_port=0``: several gateways run side by side in one test session)."""
     options: dict[str, object] = {"catalog_refresh_seconds": 0.5, "tfs_deadline_seconds": 5.0, "grpc_port": 0}
+    # Fixed batch limits: tests of batching count exact batches. Adaptive sizing (the gateway's default) is tested
+    # on its own (test_batchsizer.py, a simulated upstream) and end to end by the bench's smoke test.
+    options["batch_adaptive"] = False
     options.update(overrides)
     return GatewaySettings(_env_file=None, tfs_grpc=tfs_grpc, **options)  # type: ignore[arg-type]
 
