@@ -16,13 +16,14 @@ from fastapi import Depends, FastAPI
 
 from services.gateway.api.errors import install_error_handlers
 from services.gateway.api.middleware import BodyReadTimeout, RequestContextMiddleware, track_inflight
-from services.gateway.api.routes import datasets, health, jobs, models, ui
+from services.gateway.api.routes import datasets, health, jobs, models, shadow, ui, warmup
 from services.gateway.batcher import Batcher
 from services.gateway.catalog import ModelCatalog
 from services.gateway.config import GatewaySettings
 from services.gateway.dataplane import Dataplane, tfs_batch_predictor
 from services.gateway.rpc import server as rpc_server
 from services.gateway.tfs import TfsClient
+from services.gateway.traffic_sample import TrafficSampler
 
 logger = logging.getLogger(__name__)
 
@@ -45,16 +46,23 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_inflight_batches=settings.max_inflight_batches,
         max_queue_wait=settings.queue_deadline_seconds,
         work_conserving=settings.batch_work_conserving,
+        adaptive=settings.batch_adaptive,
         retry_after=settings.retry_after_seconds,
     )
     app.state.tfs = tfs
     app.state.catalog = catalog
     app.state.batcher = batcher
-    app.state.dataplane = Dataplane(settings, catalog, batcher)
+    sampler = TrafficSampler.from_settings(settings)  # None unless SPOTTER_WARMUP_SAMPLES is set
+    app.state.traffic_sampler = sampler
+    app.state.dataplane = Dataplane(settings, catalog, batcher, traffic_sampler=sampler)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(tfs.close)
+        if sampler is not None:
+            sampler.start()
+            stack.push_async_callback(sampler.close)
         stack.push_async_callback(batcher.close)
         stack.push_async_callback(catalog.close)
+        stack.push_async_callback(app.state.dataplane.shadows.close)  # before the batcher its runs submit to
         await catalog.start()
         await stack.enter_async_context(rpc_server.lifespan(app))
         logger.info("gateway started: model server %s, models %s", settings.tfs_grpc, catalog.names())
@@ -75,7 +83,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    for routes in (health, models, datasets, jobs, ui):
+    for routes in (health, models, datasets, jobs, ui, warmup, shadow):
         app.include_router(routes.router)
     app.add_middleware(
         BodyReadTimeout,

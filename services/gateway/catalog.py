@@ -90,6 +90,11 @@ class ModelCatalog:
         # from here until the next refresh period instead of costing a model-server call each time.
         self._missing: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
+        # Which version a request that names none gets (services/gateway/shadow.py sets these): a version a
+        # promotion pinned (without a models.config), else the serving label's, else the latest AVAILABLE one that
+        # is not in shadow.
+        self._pinned: dict[str, int] = {}
+        self._shadowed: dict[str, frozenset[int]] = {}
         self.model_server_up = False
         self.last_refresh = 0.0
 
@@ -217,7 +222,7 @@ class ModelCatalog:
                     f"model {name!r} has no AVAILABLE version ({states})",
                     retry_after=self._settings.retry_after_seconds,
                 )
-            version = available[-1]
+            version = self._default_version(model, available)
         state = model.versions.get(version)
         if state is None or state not in (AVAILABLE, "START", "LOADING"):
             known = ", ".join(str(v) for v in model.available()) or "none"
@@ -227,6 +232,69 @@ class ModelCatalog:
                 f"version {version} of model {name!r} is {state}", retry_after=self._settings.retry_after_seconds
             )
         return await self.version_info(name, version)
+
+    def _default_version(self, model: _Model, available: list[int]) -> int:
+        """The served version among ``available`` (not empty): the pinned one, else the serving label's, else the
+        latest not in shadow (a shadow that is the only AVAILABLE version is served rather than nothing)."""
+        return self.served_version(model.name) or available[-1]
+
+    def served_version(self, name: str, *, excluding: frozenset[int] = frozenset()) -> int | None:
+        """The version a request naming none gets, from the last poll: the pinned one when AVAILABLE, else the
+        ``serving_label``'s, else the latest AVAILABLE one (the last two neither in shadow nor in ``excluding``);
+        None when there is none."""
+        model = self._models.get(name)
+        if model is None:
+            return None
+        available = model.available()
+        pinned = self._pinned.get(name)
+        if pinned in available and pinned not in excluding:
+            return pinned
+        left = self.shadowed_versions(name) | excluding
+        label = self._settings.serving_label
+        labelled = model.version_labels.get(label) if label else None
+        if labelled in available and labelled not in left:  # models.config's serving label (a recorded promotion)
+            return labelled
+        served = [v for v in available if v not in left]
+        return served[-1] if served else None
+
+    def shadowed_versions(self, name: str) -> frozenset[int]:
+        """Versions of ``name`` in shadow: set through the API, or labelled ``shadow_label`` in models.config."""
+        shadowed = self._shadowed.get(name, frozenset())
+        model = self._models.get(name)
+        labelled = model.version_labels.get(self._settings.shadow_label) if model is not None else None
+        return shadowed | {labelled} if labelled is not None else shadowed
+
+    def set_shadowed(self, name: str, versions: frozenset[int]) -> None:
+        """Keep ``versions`` of ``name`` out of the default choice (the API's shadows)."""
+        if versions:
+            self._shadowed[name] = versions
+        else:
+            self._shadowed.pop(name, None)
+
+    def pin_default(self, name: str, version: int) -> None:
+        """Serve ``version`` to requests for ``name`` that name no version or label (a promotion)."""
+        self._pinned[name] = version
+
+    def set_version_labels(self, name: str, labels: Mapping[str, int]) -> None:
+        """Take ``labels`` as ``name``'s models.config labels now (just written there), not at the next refresh."""
+        model = self._models.get(name)
+        if model is not None:
+            model.version_labels = dict(labels)
+
+    @property
+    def tfs(self) -> TfsClient:
+        """The model server client the catalog polls (a rollout that reloads the server's config uses it too)."""
+        return self._tfs
+
+    def version_labels(self, name: str) -> dict[str, int]:
+        """The version labels models.config gives ``name`` (empty when none or unknown)."""
+        model = self._models.get(name)
+        return dict(model.version_labels) if model is not None else {}
+
+    def version_states(self, name: str) -> dict[int, str]:
+        """The last polled state of each version of ``name`` (empty when unknown)."""
+        model = self._models.get(name)
+        return dict(model.versions) if model is not None else {}
 
     async def _version_for_label(self, name: str, label: str) -> int:
         model = self._models.get(name)

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from services.settings import DatasetSettings
+from services.store.traffic_sample import DEFAULT_TTL_SECONDS
 from services.vision.tiling import DEFAULT_MAX_TILES, DEFAULT_MERGE_IOU, DEFAULT_OVERLAP
 
 MiB = 1024 * 1024
@@ -73,6 +74,11 @@ class GatewaySettings(DatasetSettings):
         description="send a batch at once while a Predict slot is free; wait for the delay only when all are busy "
         "(false: every partial batch waits the full delay)",
     )
+    batch_adaptive: bool = Field(
+        True,
+        description="learn each model version's batch limit (within max_batch_size) from the model server's "
+        "per-image time per batch size: batches grow only while they make it cheaper per image",
+    )
     max_queue_size: int = Field(256, ge=1, description="pending images over all models; past it, 503 at once")
     max_inflight_batches: int = Field(2, ge=1, description="Predict calls in flight per (model, version)")
     queue_deadline_ms: float = Field(
@@ -88,6 +94,12 @@ class GatewaySettings(DatasetSettings):
     # Uploads.
     max_image_bytes: int = Field(20 * MiB, ge=1)
     max_image_pixels: int = Field(50_000_000, ge=1)
+    inline_decode_max_pixels: int = Field(
+        512 * 512,
+        ge=0,
+        description="images up to this many pixels are decoded on the event loop while no other request is served "
+        "(no thread hop; 0: always in a worker thread)",
+    )
     max_concurrent_decodes: int = Field(
         4, ge=1, description="images decoded at once: bounds decode memory to about this x max_image_pixels x 3 bytes"
     )
@@ -118,6 +130,64 @@ class GatewaySettings(DatasetSettings):
     )
     model_config_file: Path | None = Field(None, description="TFS models.config: model names and version labels")
     catalog_refresh_seconds: float = Field(2.0, gt=0, description="how often model status is polled")
+
+    # Shadow canaries (services/gateway/shadow.py, docs/rollout.md).
+    shadow_label: str = Field(
+        "shadow", min_length=1, description="a models.config version label that puts that version in shadow"
+    )
+    shadow_default_sample_rate: float = Field(
+        0.1, ge=0.0, le=1.0, description="share of served detections also run through a shadow, unless given"
+    )
+    shadow_max_concurrent: int = Field(2, ge=1, description="shadow runs at once; a sample past it is dropped")
+    shadow_max_load: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="shadow samples are dropped while more than this share of the admission limit is in use",
+    )
+    shadow_max_queued: int = Field(
+        0,
+        ge=0,
+        description="shadow samples are dropped while more images than this wait in the batch queue (0: any wait, "
+        "which with work-conserving batching means the model server is already busy)",
+    )
+    shadow_max_inflight_batches: int | None = Field(
+        None,
+        ge=1,
+        description="shadow samples are dropped while this many Predict calls are at the model server "
+        "(default: max_inflight_batches, a version's worth of slots)",
+    )
+    shadow_timeout_seconds: float = Field(5.0, gt=0, description="a shadow run past this counts as a disagreement")
+    promote_min_samples: int = Field(20, ge=1, description="compared samples :promote needs (without force)")
+    promote_min_agreement: float = Field(
+        0.9, ge=0.0, le=1.0, description="mean agreement :promote needs (without force)"
+    )
+    # Rollouts recorded in models.config (services/gateway/config_labels.py, docs/rollout.md).
+    serving_label: str = Field(
+        "stable",
+        description="the version label requests naming no version are served from (when AVAILABLE), and that "
+        ":promote moves; empty: the newest AVAILABLE version not in shadow",
+    )
+    rollout_writes_model_config: bool = Field(
+        True,
+        description="with a model_config_file, :promote, :shadow and DELETE shadow move its version labels and "
+        "reload the model server (false, e.g. a read-only ConfigMap: kept in each gateway process only)",
+    )
+
+    # Warmup from real traffic (services/gateway/traffic_sample.py): off by default, because the sample is the users'
+    # images (at the model's resolution), kept in Redis and then copied into the next version's folder.
+    warmup_samples: int = Field(
+        0,
+        ge=0,
+        le=512,
+        description="canvases of real requests kept per model (a uniform reservoir in Redis) for the next export's "
+        "warmup records; 0: off. Redis holds up to this x S x S x 3 bytes per model",
+    )
+    warmup_sample_ttl_seconds: int = Field(
+        DEFAULT_TTL_SECONDS,
+        ge=60,
+        description="a model's sample is deleted this long after its first request, then restarts",
+    )
 
     # Access.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(

@@ -27,10 +27,12 @@ from services.gateway.admission import Admission
 from services.gateway.batcher import Batcher, BatchKey, Outputs, PredictFn
 from services.gateway.catalog import ModelCatalog, ModelDescription, Readiness
 from services.gateway.config import GatewaySettings
+from services.gateway.shadow import Shadows, ShadowSample
 from services.gateway.signatures import Kind, VersionInfo
 from services.gateway.tfs import TfsClient
+from services.gateway.traffic_sample import TrafficSampler
 from services.vision.draw import draw_detections, encode_image
-from services.vision.images import DecodedImage, decode_image
+from services.vision.images import DecodedImage, declared_pixels, decode_image
 from services.vision.letterbox import Letterbox, letterbox
 from services.vision.nms import merge_detections
 from services.vision.outputs import classifications_from_probabilities, detections_from_outputs
@@ -86,14 +88,23 @@ class _Prepared:
 class Dataplane:
     """Inference and model information over a model catalog and a batcher; shared by every transport."""
 
-    def __init__(self, settings: GatewaySettings, catalog: ModelCatalog, batcher: Batcher) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        catalog: ModelCatalog,
+        batcher: Batcher,
+        *,
+        traffic_sampler: TrafficSampler | None = None,
+    ) -> None:
         self._settings = settings
+        self._traffic_sampler = traffic_sampler  # warmup from real traffic (None: off)
         self._catalog = catalog
         self._batcher = batcher
         self.admission = Admission(settings.admission_limit, retry_after=settings.retry_after_seconds)
         # Decoding is where one request's memory peaks (up to max_image_pixels x 3 bytes, more while tiling):
         # bounding the decodes at once bounds the gateway's memory whatever the admitted requests send.
         self._decode_slots = asyncio.Semaphore(settings.max_concurrent_decodes)
+        self.shadows = Shadows(settings, catalog, batcher, self.admission)
 
     def admit(self) -> AbstractContextManager[None]:
         """A ticket for one inference request: take it before reading the body, hold it until the answer.
@@ -158,13 +169,17 @@ class Dataplane:
         reduce = not keep_pixels
         prepared = await self._prepare(request.data, request.content_type, info, request.tile, reduce=reduce)
         decoded, canvases = prepared.decoded, prepared.canvases
+        infer_start = time.perf_counter()
         info, outputs = await self._infer(request.model, request.version, request.label, info, canvases, "detector")
+        infer_seconds = time.perf_counter() - infer_start
 
-        found: list[Detection] = []
-        for (_, placed), view_outputs in zip(canvases, outputs, strict=True):
-            found.extend(_detections(info, view_outputs, placed, min_score, max_detections))
-        if len(canvases) > 1:
-            found = merge_detections(found, iou_threshold=self._settings.tile_nms_iou, max_detections=max_detections)
+        def to_detections(version: VersionInfo, view_outputs: list[Outputs]) -> list[Detection]:
+            return self._view_detections(version, canvases, view_outputs, min_score, max_detections)
+
+        found = to_detections(info, outputs)
+        shadow = self.shadows.sampled(info)
+        if shadow is not None:  # a background run: never awaited here, its failures never reach this request
+            self.shadows.offer(shadow, ShadowSample(info, canvases, found, infer_seconds, to_detections))
 
         version = str(info.version)
         metrics.DETECTIONS_PER_IMAGE.labels(info.model, version).observe(len(found))
@@ -176,6 +191,22 @@ class Dataplane:
             for score in scores:
                 child.observe(score)
         return decoded, DetectResult(info.model, info.version, decoded.width, decoded.height, found)
+
+    def _view_detections(
+        self,
+        info: VersionInfo,
+        canvases: list[tuple[np.ndarray, Letterbox]],
+        outputs: list[Outputs],
+        min_score: float,
+        max_detections: int,
+    ) -> list[Detection]:
+        """One image's detections from the outputs of each of its views (tiles merged)."""
+        found: list[Detection] = []
+        for (_, placed), view_outputs in zip(canvases, outputs, strict=True):
+            found.extend(_detections(info, view_outputs, placed, min_score, max_detections))
+        if len(canvases) > 1:
+            found = merge_detections(found, iou_threshold=self._settings.tile_nms_iou, max_detections=max_detections)
+        return found
 
     async def _resolve(self, model: str, version: int | None, label: str | None, wanted: Kind) -> VersionInfo:
         info = await self._catalog.resolve(model, version=version, label=label)
@@ -196,11 +227,26 @@ class Dataplane:
     ) -> _Prepared:
         """Decode, plan the views and letterbox them: one trip to a worker thread, off the event loop."""
         async with self._decode_slots:
-            prepared = await asyncio.to_thread(self._prepare_in_thread, data, content_type, info, tile, reduce)
+            inline = self._decode_inline(data)
+            metrics.DECODES.labels(info.model, "loop" if inline else "thread").inc()
+            if inline:
+                prepared = self._prepare_in_thread(data, content_type, info, tile, reduce)
+            else:
+                prepared = await asyncio.to_thread(self._prepare_in_thread, data, content_type, info, tile, reduce)
         metrics.DECODE_SECONDS.labels(info.model).observe(prepared.decode_seconds)
         if len(prepared.canvases) > 1:
             metrics.TILED_IMAGES.labels(info.model).inc()
         return prepared
+
+    def _decode_inline(self, data: bytes) -> bool:
+        """Whether to decode on the event loop: only a small image (a few ms at most) while this request is the
+        only one served, when blocking the loop delays nobody and the thread hop (1-3 ms on a busy machine) would
+        be most of the gateway's latency."""
+        limit = self._settings.inline_decode_max_pixels
+        if not limit or self.admission.admitted > 1 or self._batcher.pending:
+            return False
+        pixels = declared_pixels(data)
+        return pixels is not None and pixels <= limit
 
     def _prepare_in_thread(
         self, data: bytes, content_type: str | None, info: VersionInfo, tile: TileMode, reduce: bool
@@ -248,6 +294,8 @@ class Dataplane:
         When the latest version vanished between resolving and predicting (NOT_FOUND), the catalog is refreshed and
         the views are sent once more to what is now the latest version.
         """
+        if self._traffic_sampler is not None:
+            self._traffic_sampler.offer(info.model, [c for c, _ in canvases])  # never waits, never raises
         try:
             async with asyncio.timeout(self._settings.request_timeout_seconds):
                 try:

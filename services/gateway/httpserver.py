@@ -9,6 +9,7 @@ httptools through :class:`GatewayHttpProtocol`, a small subclass that
 - gives the request line and headers ``http_header_timeout_seconds`` from the connection's start (or from the first
   byte of each following request): then ``408`` if part of a request came, else the connection is just closed;
 - refuses headers over ``http_max_header_bytes`` with ``431``;
+- counts every such refusal in ``spotter_protocol_refusals_total`` (by status and code);
 - answers a request the parser refuses (a bad method, a bad header, conflicting lengths, TLS sent to the plain port)
   with the JSON error body naming the parser's reason, where uvicorn answers ``text/plain``, and logs it at INFO
   (uvicorn logs a WARNING per refused request, which any client can repeat).
@@ -29,6 +30,7 @@ import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from services.gateway import metrics
 from services.gateway.api.errors import error_body
 from services.gateway.config import GatewaySettings
 
@@ -131,8 +133,13 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         )
 
     def _refuse(self, status: int, code: str, message: str) -> None:
-        """Answer ``status`` with the JSON error body, outside any ASGI cycle, and close the connection."""
+        """Answer ``status`` with the JSON error body, outside any ASGI cycle, and close the connection.
+
+        Counted in ``spotter_protocol_refusals_total``: these answers never reach the app, so the request metrics
+        don't see them.
+        """
         self._cancel_header_timer()
+        metrics.PROTOCOL_REFUSALS.labels(str(status), code).inc()
         body = json.dumps(error_body(code, message)).encode()
         content = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:

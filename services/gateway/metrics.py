@@ -91,6 +91,17 @@ for _reason in SHED_REASONS:
 TILED_IMAGES = Counter("spotter_tiled_images_total", "Images cut into tiles", ["model"])
 MODEL_UP = Gauge("spotter_model_up", "1 when the model has an AVAILABLE version", ["model"])
 MODEL_SERVER_UP = Gauge("spotter_model_server_up", "1 when the model server answered the last status poll")
+PROTOCOL_REFUSALS = Counter(
+    "spotter_protocol_refusals_total",
+    "Connections answered by the HTTP server before the app (not valid HTTP, headers too slow or too big), by status",
+    ["status", "code"],
+)
+for _status, _code in (
+    ("400", "invalid_input"),
+    ("408", "request_timeout"),
+    ("431", "request_header_fields_too_large"),
+):
+    PROTOCOL_REFUSALS.labels(_status, _code)  # every refusal the server makes, at 0 from the start
 
 _known_models: set[str] = set()
 
@@ -110,3 +121,57 @@ def model_label(name: str | None) -> str:
 def record_rejection(model: str | None, exc: SpotterError) -> None:
     """Count a request answered with one of our errors (every transport calls this once per failed request)."""
     REJECTED_REQUESTS.labels(model_label(model) or UNKNOWN_MODEL, exc.code).inc()
+
+
+# -- shadow canaries (services/gateway/shadow.py) ----------------------------------------------------------------------
+
+SHADOW_AGREEMENT = Histogram(
+    "spotter_shadow_agreement",
+    "Agreement (F1 of matched boxes, 0 for a failed run) of a shadow version's answer with the served answer",
+    ["model", "version"],
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+)
+SHADOW_SECONDS = Histogram(
+    "spotter_shadow_seconds",
+    "Inference time of a shadow run (its views through the batcher and the model server)",
+    ["model", "version"],
+    buckets=_LATENCY_BUCKETS,
+)
+SHADOW_FAILURES = Counter(
+    "spotter_shadow_failures_total",
+    "Shadow runs that failed or timed out (counted as disagreement, never shown to the client)",
+    ["model", "version"],
+)
+SHADOW_DROP_REASONS = ("load", "concurrency", "queue", "busy")
+"""Why a sampled image was not run through the shadow: the gateway was busy (admission), enough shadow runs were
+already in flight, images were waiting in the batch queue, or a version's worth of Predict calls was in flight (the
+model server had no time to spare)."""
+SHADOW_DROPPED = Counter(
+    "spotter_shadow_dropped_total",
+    "Sampled images not run through the shadow version, shed to keep served requests fast, by reason",
+    ["model", "version", "reason"],
+)
+
+
+# Warmup from real traffic (services/gateway/traffic_sample.py).
+TRAFFIC_SAMPLE_OUTCOMES = ("kept", "passed", "dropped", "failed")
+"""What became of a request offered to its model's traffic sample: kept in a slot, counted but not kept (Algorithm R
+passed it over), dropped unseen (the sampler's queue was full or Redis was failing), failed (a Redis error)."""
+TRAFFIC_SAMPLES = Counter(
+    "spotter_traffic_samples_total",
+    "Requests offered to the warmup traffic sample, by outcome: kept, passed, dropped, failed",
+    ["model", "outcome"],
+)
+
+
+# Adaptive batch sizing (services/gateway/batchsizer.py).
+BATCH_LIMIT = Gauge(
+    "spotter_batch_limit",
+    "Most images the next batch of a model version may carry, as learned from the upstream's per-image time",
+    ["model", "version"],
+)
+DECODES = Counter(
+    "spotter_decodes_total",
+    "Images decoded, by where: loop (small, while nothing else was served: no thread hop) or thread",
+    ["model", "where"],
+)

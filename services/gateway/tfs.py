@@ -1,10 +1,11 @@
 """The gateway's TensorFlow Serving client: one ``grpc.aio`` channel, only TFS APIs, our stubs.
 
-Only ``Predict``, ``GetModelMetadata`` and ``GetModelStatus`` are used, so the same code talks to real TFS and to
-the embedded model server. Every call has a deadline and carries the request id in ``x-request-id`` metadata. gRPC
-errors become :mod:`services.errors` classes here, where they enter, with the original as ``__cause__``. The
-read-only calls (metadata, status) are retried on UNAVAILABLE by gRPC itself, configured through the channel's
-service config; Predict is never retried (a retry would double the load on an overloaded server).
+Only ``Predict``, ``GetModelMetadata``, ``GetModelStatus`` and (to move version labels after a promotion)
+``HandleReloadConfigRequest`` are used, so the same code talks to real TFS and to the embedded model server. Every
+call has a deadline and carries the request id in ``x-request-id`` metadata. gRPC errors become
+:mod:`services.errors` classes here, where they enter, with the original as ``__cause__``. The read-only calls
+(metadata, status) are retried on UNAVAILABLE by gRPC itself, configured through the channel's service config;
+Predict and reloads are never retried (a retry would double the load on an overloaded server).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from services.gen.tfs import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     meta_graph_pb2,
+    model_management_pb2,
     model_pb2,
+    model_server_config_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -157,6 +160,30 @@ class TfsClient:
             "GetModelStatus", self._models.GetModelStatus, request, model, version, label, what, None
         )
         return list(response.model_version_status)
+
+    async def reload_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
+        """Make the server serve ``config`` (TFS's whole model list, labels included); returns once it has.
+
+        Raises:
+            Conflict: the server refused the config as it stands (FAILED_PRECONDITION: e.g. a label on a version
+                that is not loaded; INVALID_ARGUMENT: a config it cannot take).
+            Unavailable, DeadlineExceeded, UpstreamError: the server could not answer.
+        """
+        request = model_management_pb2.ReloadConfigRequest(config=config)
+        what = "HandleReloadConfigRequest"
+        try:
+            response = await self._call(
+                what, self._models.HandleReloadConfigRequest, request, "", None, None, what, None
+            )
+        except errors.InvalidParameter as err:
+            raise errors.Conflict(err.message) from err
+        except errors.UpstreamError as err:
+            cause = err.__cause__
+            if isinstance(cause, grpc.aio.AioRpcError) and cause.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise errors.Conflict(f"the model server refused the new config: {cause.details()}") from err
+            raise
+        if response.status.error_code:  # TFS also puts a failure in the answer's status
+            raise errors.Conflict(f"the model server refused the new config: {response.status.error_message}")
 
     async def _call(
         self,

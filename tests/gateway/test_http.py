@@ -159,6 +159,18 @@ def request_counts(gateway: Gateway) -> dict[tuple[str, str], float]:
     return counts
 
 
+def refusals(gateway: Gateway) -> dict[tuple[str, str], float]:
+    """``spotter_protocol_refusals_total`` by (status, code), from the gateway's /metrics."""
+    text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    return {
+        (sample.labels["status"], sample.labels["code"]): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "spotter_protocol_refusals"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
 def wait_for(condition, timeout: float = PATIENCE) -> bool:  # type: ignore[no-untyped-def]
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -214,11 +226,13 @@ def test_a_trickled_body_is_408(gateway: Gateway) -> None:
 
 
 def test_headers_without_their_blank_line_are_408(gateway: Gateway) -> None:
+    before = refusals(gateway).get(("408", "request_timeout"), 0)
     answer = exchange(gateway, b"POST /v1/models/tiny:detect HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n")
     assert answer is not None
     assert answer.status == 408
     assert answer.error()["code"] == "request_timeout"
     assert answer.closed
+    assert refusals(gateway).get(("408", "request_timeout"), 0) == before + 1
 
 
 def test_a_connection_that_sends_nothing_is_closed(gateway: Gateway) -> None:
@@ -228,10 +242,12 @@ def test_a_connection_that_sends_nothing_is_closed(gateway: Gateway) -> None:
 
 def test_headers_over_the_limit_are_431(gateway: Gateway) -> None:
     head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Filler: " + b"a" * MAX_HEADER_BYTES + b"\r\n"
+    before = refusals(gateway).get(("431", "request_header_fields_too_large"), 0)
     answer = exchange(gateway, head)  # no blank line: the size decides, before the timeout
     assert answer is not None
     assert answer.status == 431
     assert answer.error()["code"] == "request_header_fields_too_large"
+    assert refusals(gateway).get(("431", "request_header_fields_too_large"), 0) == before + 1
 
 
 def test_a_kept_alive_connection_still_serves_after_the_limits(gateway: Gateway) -> None:
@@ -277,6 +293,7 @@ def test_a_client_that_leaves_mid_body_is_499_not_500(gateway: Gateway) -> None:
     ids=["method", "version", "two-lengths", "bad-length", "nul-header", "tls"],
 )
 def test_a_malformed_request_is_400_with_the_json_body(gateway: Gateway, request_bytes: bytes) -> None:
+    before = refusals(gateway).get(("400", "invalid_input"), 0)
     answer = exchange(gateway, request_bytes)
     assert answer is not None
     assert answer.status == 400
@@ -284,6 +301,7 @@ def test_a_malformed_request_is_400_with_the_json_body(gateway: Gateway, request
     assert error["code"] == "invalid_input"
     assert "not valid HTTP/1.1" in error["message"]
     assert answer.closed
+    assert refusals(gateway).get(("400", "invalid_input"), 0) == before + 1
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,8 @@
 subprocess on free ports, plus the traffic and jobs that fill their metrics.
 
 - Model server: ``spotter modelserver`` over a copy of ``models/demo`` when the repository has a version of it,
-  else over the tiny test detector (``tests/support/tiny_models.py``, with warmup records) named ``demo``.
+  else over the tiny test detector (``tests/support/tiny_models.py``, with warmup records) named ``demo``; its
+  version 1 is copied as version 2 and both are served, so that version 1 can run in shadow (the shadow metrics).
 - Gateway: ``spotter gateway`` with a small batch queue (8 images) and at most 8 tiles, so that one request with
   ``tile=on`` on a wide image (8 tiles plus the whole image: 9 views) is always refused as overloaded.
 - Worker: ``spotter worker`` on its own Redis database; jobs are Spotter's real dataset import.
@@ -38,6 +39,8 @@ from tests.support.processes import ServerProcess, free_port, spotter_command, s
 from tests.support.tiny_models import build_models
 
 MODEL = "demo"
+API_KEY = "observability-test-key"
+SHADOW_SAMPLES = 6
 REDIS_DB = 12  # the observability tests' own database: other tests flush 13 while these run for a minute
 QUEUE_SIZE = 8
 MAX_TILES = 8
@@ -61,13 +64,49 @@ class Stack:
 
 
 def populate_models(root: Path) -> str:
-    """Fill ``root`` with the model ``demo``; says which one it is."""
+    """Fill ``root`` with the model ``demo`` (version 1, and the same as version 2); says which one it is."""
     demo = REPO / "models" / MODEL
     if demo.is_dir() and any(p.name.isdigit() and (p / "saved_model.pb").exists() for p in demo.iterdir()):
-        shutil.copytree(demo, root / MODEL)
-        return "a copy of models/demo"
-    build_models([("detector", root / MODEL / "1", {"size": 16, "warmup": 2})])
-    return "the tiny test detector (models/demo has no version yet)"
+        shutil.copytree(demo / "1", root / MODEL / "1")
+        source = "a copy of models/demo"
+    else:
+        build_models([("detector", root / MODEL / "1", {"size": 16, "warmup": 2})])
+        source = "the tiny test detector (models/demo has no version yet)"
+    shutil.copytree(root / MODEL / "1", root / MODEL / "2")
+    return source
+
+
+def models_config(root: Path) -> Path:
+    """A TFS models.config serving every version of ``demo`` (TFS's default policy serves only the latest)."""
+    path = root.parent / "models.config"
+    entry = (
+        f'name: "{MODEL}" base_path: "{root / MODEL}" model_platform: "tensorflow" model_version_policy {{ all {{}} }}'
+    )
+    path.write_text(f"model_config_list {{ config {{ {entry} }} }}\n")
+    return path
+
+
+def send_shadow_traffic(url: str, stack: Stack) -> None:
+    """Version 1 in shadow of version 2 (the same model), and a few detections, one at a time, through both."""
+    headers = {"X-API-Key": API_KEY}
+    shadow = f"{url}/v1/models/{MODEL}/versions/1:shadow"
+    deadline = time.monotonic() + 60
+    while (response := httpx.post(shadow, json={"sample_rate": 1.0}, headers=headers, timeout=10)).status_code != 200:
+        assert response.status_code == 409 and time.monotonic() < deadline, response.text  # version 1 still loading
+        time.sleep(0.2)
+    image = png(32, 24, 128)
+    time.sleep(1.5)  # a scrape of the shadow's series at 0 first, so that their rates have a start
+    for _ in range(SHADOW_SAMPLES):
+        time.sleep(0.3)  # spread over a few scrapes
+        answer = httpx.post(f"{url}/v1/models/{MODEL}:detect", content=image, headers={"Content-Type": "image/png"})
+        stack.statuses[f"shadowed {answer.status_code}"] = stack.statuses.get(f"shadowed {answer.status_code}", 0) + 1
+    figures = f"{url}/v1/models/{MODEL}/versions/1/shadow"
+    while True:  # every sample compared, or shed (counted): the shadow metrics all have series
+        body = httpx.get(figures, headers=headers, timeout=10).json()
+        if body["samples"] + sum(body["dropped"].values()) >= SHADOW_SAMPLES:
+            break
+        assert time.monotonic() < deadline, f"the shadow runs did not finish within 60 s: {body}"
+        time.sleep(0.1)
 
 
 def png(width: int, height: int, value: int) -> bytes:
@@ -201,7 +240,9 @@ def running_stack(base: Path) -> Iterator[Stack]:
         cleanup.callback(worker.stop)
 
         model_source = populate_models(model_root)
-        modelserver = cleanup.enter_context(running_model_server(model_root, log_dir=logs, wait_for=[MODEL]))
+        modelserver = cleanup.enter_context(
+            running_model_server(model_root, log_dir=logs, config_file=models_config(model_root), wait_for=[MODEL])
+        )
 
         gateway_port = free_port()
         gateway_url = f"http://127.0.0.1:{gateway_port}"
@@ -220,6 +261,8 @@ def running_stack(base: Path) -> Iterator[Stack]:
                 "SPOTTER_MAX_BATCH_SIZE": "4",
                 "SPOTTER_CATALOG_REFRESH_SECONDS": "0.5",
                 "SPOTTER_TFS_DEADLINE_SECONDS": "5",
+                "SPOTTER_API_KEYS": API_KEY,
+                "SPOTTER_WARMUP_SAMPLES": "4",  # the traffic sample (off by default) and its metric
             },
             cwd=REPO,
         )
@@ -246,6 +289,7 @@ def running_stack(base: Path) -> Iterator[Stack]:
         described = httpx.get(f"{gateway_url}/v1/models/{MODEL}", timeout=10).json()
         input_size = next(v["input_size"] for v in described["versions"] if v.get("input_size"))
         send_traffic(gateway_url, input_size, stack)
+        send_shadow_traffic(gateway_url, stack)
         stack.jobs = wait_for_jobs(connection, list(job_ids))
         expected = {job_id: "finished" if outcome == "finished" else "failed" for job_id, outcome in job_ids.items()}
         assert stack.jobs == expected, f"jobs ended {stack.jobs}, not {expected}:\n{worker.log()[-3000:]}"

@@ -124,6 +124,15 @@ def _latency(p_fast: float) -> list[dict[str, str]]:
     ]
 
 
+def _shadow(runs_per_step: float, agreement_per_step: float, version: str = "2") -> list[dict[str, str]]:
+    """A shadow version's agreement histogram: ``runs_per_step`` samples whose agreements add up to the other."""
+    series = f'{GW}, model="demo", version="{version}"'
+    return [
+        _counter(f"spotter_shadow_agreement_count{{{series}}}", runs_per_step),
+        _counter(f"spotter_shadow_agreement_sum{{{series}}}", agreement_per_step),
+    ]
+
+
 def _requests(ok: float, failed: float, status: str = "503") -> list[dict[str, str]]:
     count = "spotter_request_duration_seconds_count{%s, status=%s}"
     return [_counter(count % (DETECT, '"200"'), ok), _counter(count % (DETECT, f'"{status}"'), failed)]
@@ -186,6 +195,11 @@ SCENARIOS: dict[str, tuple[dict[str, str], list[dict[str, str]], list[dict[str, 
             _gauge('spotter_workers_alive{queue="spotter-train"}', 1),
             _gauge('spotter_workers_alive{queue="spotter-data"}', 1),
         ],
+    ),
+    "SpotterShadowDisagrees": (
+        {"model": "demo", "version": "2"},
+        [*_shadow(runs_per_step=4, agreement_per_step=2.0), *_shadow(4, 4.0, version="3")],
+        [*_shadow(4, 3.8), *_shadow(runs_per_step=0.1, agreement_per_step=0.0, version="3")],  # 3: too few samples
     ),
 }
 # Alerts that must also fire when their series are missing altogether (no target scraped at all).

@@ -14,11 +14,18 @@ from typing import Any
 
 import pytest
 
-from services.gen.tfs import get_model_metadata_pb2, get_model_status_pb2, predict_pb2, types_pb2
+from services.gen.tfs import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_management_pb2,
+    predict_pb2,
+    types_pb2,
+)
 from tests.conftest import REPO
 from tests.support.official_protos import build_messages, serialize
 
 OURS = SimpleNamespace(
+    model_management_pb2=model_management_pb2,
     predict_pb2=predict_pb2,
     get_model_metadata_pb2=get_model_metadata_pb2,
     get_model_status_pb2=get_model_status_pb2,
@@ -51,6 +58,8 @@ NAMES = [
     "GetModelMetadataResponse",
     "GetModelStatusRequest",
     "GetModelStatusResponse",
+    "ReloadConfigRequest",
+    "ReloadConfigResponse",
 ]
 
 

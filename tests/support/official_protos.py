@@ -36,7 +36,7 @@ def _info(proto: Any, name: str, dtype: int, dims: list[int]) -> None:
 
 def build_messages(pb: SimpleNamespace) -> dict[str, Any]:
     """The messages, built with ``pb``'s modules: ``predict_pb2``, ``get_model_metadata_pb2``,
-    ``get_model_status_pb2``, ``types_pb2``."""
+    ``get_model_status_pb2``, ``model_management_pb2``, ``types_pb2``."""
     types = pb.types_pb2
 
     request = pb.predict_pb2.PredictRequest()
@@ -125,7 +125,22 @@ def build_messages(pb: SimpleNamespace) -> dict[str, Any]:
     status_request.model_spec.name = "demo"
     status_request.model_spec.version.value = 3
 
+    # What a promotion sends (services/gateway/config_labels.py): the whole model list, labels moved.
+    reload = pb.model_management_pb2.ReloadConfigRequest()
+    entry = reload.config.model_config_list.config.add(
+        name="demo", base_path="/models/demo", model_platform="tensorflow"
+    )
+    entry.model_version_policy.specific.versions.extend([2, 3])
+    entry.version_labels["stable"] = 3
+    entry.version_labels["shadow"] = 2
+    reload.config.model_config_list.config.add(name="other", base_path="/models/other", model_platform="tensorflow")
+    refused = pb.model_management_pb2.ReloadConfigResponse()
+    refused.status.error_code = 9  # FAILED_PRECONDITION
+    refused.status.error_message = "Request to assign label to version 4 of model demo, which is not available"
+
     return {
+        "ReloadConfigRequest": reload,
+        "ReloadConfigResponse": refused,
         "PredictRequest": request,
         "PredictRequest(label)": labelled,
         "PredictResponse": response,
@@ -143,9 +158,10 @@ def serialize(messages: dict[str, Any]) -> dict[str, str]:
 
 def official_modules() -> SimpleNamespace:
     from tensorflow.core.framework import types_pb2
-    from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
+    from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_management_pb2, predict_pb2
 
     return SimpleNamespace(
+        model_management_pb2=model_management_pb2,
         predict_pb2=predict_pb2,
         get_model_metadata_pb2=get_model_metadata_pb2,
         get_model_status_pb2=get_model_status_pb2,

@@ -37,7 +37,16 @@ MODELS: dict[str, tuple[str, dict[str, Any], str]] = {
     "nomap": ("detector", {"size": TINY_SIZE, "labels": "broken"}, ""),
     # A detector whose version carries TFS warmup records (tests/modelserver/test_our_stubs.py).
     "warm": ("detector", {"size": TINY_SIZE, "warmup": WARMUP_RECORDS}, ""),
+    # Shadow canaries (tests/gateway/test_shadow.py): versions 1 and 2 the same model, 3 a worse one (SHADOW_WORSE);
+    # canaryfail's version 2 fails every Predict and is in shadow through its models.config label.
+    "canary": ("detector", {"size": TINY_SIZE}, "model_version_policy { all {} }"),
+    "canaryfail": (
+        "detector",
+        {"size": TINY_SIZE},
+        'model_version_policy { all {} } version_labels { key: "shadow" value: 2 }',
+    ),
 }
+SHADOW_WORSE = {"size": TINY_SIZE, "classes": 2, "box_shift": 0.3}
 LABEL_MAPS = ("odapi", "broken")
 
 
@@ -49,6 +58,9 @@ def build_session_models(base: Path) -> Path:
     root, staging = base / "root", base / "staging"
     specs = [(kind, root / name / "1", options) for name, (kind, options, _) in MODELS.items()]
     specs.append(("detector", staging / "fresh" / "2", {"size": TINY_SIZE, "score_scale": 0.5}))
+    specs.append(("detector", root / "canary" / "2", {"size": TINY_SIZE}))
+    specs.append(("detector", root / "canary" / "3", SHADOW_WORSE))
+    specs.append(("detector", root / "canaryfail" / "2", {"size": TINY_SIZE, "fail": True}))
     build_models(specs)
     for name in LABEL_MAPS:
         (root / name / "label_map.pbtxt").write_text(LABEL_MAP)

@@ -51,6 +51,9 @@ def build_detector(
     count_calls: bool = False,
     echo: bool = False,
     labels: str = "batched",
+    classes: int = len(BOXES),
+    box_shift: float = 0.0,
+    fail: bool = False,
 ) -> Path:
     """Export the tiny detector to ``path`` (a version folder).
 
@@ -63,10 +66,14 @@ def build_detector(
             (``count`` int64 ``[1]``): proves warmup ran before the version was served.
         echo: add an ``echo`` signature (``text`` string ``[-1]`` -> ``text`` and ``text_bytes``) for string tests.
         labels: the form of the ``labels`` signature (see the module's text).
+        classes: how many of ``BOXES`` (and labels) it knows: fewer makes a worse version (shadow tests).
+        box_shift: moves every box right by this share of the image (clipped), another way to be worse.
+        fail: every ``serving_default`` call fails (a shadow version that errors).
     """
     import tensorflow as tf
 
-    n = len(BOXES)
+    n = classes
+    shifted = [(y0, min(x0 + box_shift, 1.0), y1, min(x1 + box_shift, 1.0)) for y0, x0, y1, x1 in BOXES[:n]]
 
     class Detector(tf.Module):
         def __init__(self) -> None:
@@ -78,7 +85,7 @@ def build_detector(
             batch = tf.shape(images)[0]
             mean = tf.reduce_mean(tf.reshape(images, [batch, -1]), axis=1) / 255.0
             scores = tf.stack([self.scale * mean / float(i + 1) for i in range(n)], axis=1)
-            boxes = tf.tile(tf.constant([BOXES], tf.float32), [batch, 1, 1])
+            boxes = tf.tile(tf.constant([shifted], tf.float32), [batch, 1, 1])
             classes = tf.tile(tf.constant([[float(i + 1) for i in range(n)]], tf.float32), [batch, 1])
             return {
                 "detection_boxes": boxes,
@@ -91,6 +98,8 @@ def build_detector(
         def serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
             if self.calls is not None:
                 self.calls.assign_add(1)
+            if fail:
+                tf.debugging.assert_negative(tf.shape(images)[0], message="serving_default: this version always fails")
             return self.head(tf.cast(images, tf.float32))
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="encoded")])

@@ -8,6 +8,7 @@ thread pool, a thread hop per dependency per request, which under load made even
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -58,3 +59,20 @@ async def require_inference_key(
 
 ApiKeyDep = Annotated[None, Depends(require_api_key)]
 InferenceKeyDep = Annotated[None, Depends(require_inference_key)]
+
+
+async def api_key_identity(
+    settings: SettingsDep,
+    header_key: Annotated[str | None, Security(_api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> str:
+    """Dependency: check the API key like :func:`require_api_key` and answer who presented it, for audit logs.
+
+    The identity is a fingerprint (``key:`` and 12 hex digits of the key's SHA-256), never the key itself.
+    """
+    presented = header_key or (bearer.credentials if bearer else None)
+    check_api_key(settings, presented)
+    return "key:" + hashlib.sha256((presented or "").encode()).hexdigest()[:12]
+
+
+ApiKeyIdentityDep = Annotated[str, Depends(api_key_identity)]
