@@ -15,7 +15,7 @@ import errno
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -160,17 +160,26 @@ def write_warmup_requests(
 ) -> None:
     """Write TFS warmup records: one ``serving_default`` ``PredictRequest`` per batch size, as ``PredictionLog``s in
     TFRecord framing (what TFS replays from ``assets.extra/tf_serving_warmup_requests`` before serving)."""
+    write_predict_logs(path, model_name=model_name, inputs=(_grey_images_proto(size, batch) for batch in batches))
+
+
+def write_predict_logs(path: Path, *, model_name: str, inputs: Iterable[Any], input_name: str = "images") -> int:
+    """Write one ``serving_default`` ``PredictRequest`` per TensorProto of ``inputs`` (the ``input_name`` input) as
+    TFS warmup records: ``PredictionLog``s in TFRecord framing, the format real TFS replays too. Returns how many."""
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for batch in batches:
+        for tensor in inputs:
             request = predict_pb2.PredictRequest()
             request.model_spec.name = model_name
             request.model_spec.signature_name = "serving_default"
-            request.inputs["images"].CopyFrom(_grey_images_proto(size, batch))
+            request.inputs[input_name].CopyFrom(tensor)
             record = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(record.SerializeToString())
+            written += 1
+    return written
 
 
 def export_detector(

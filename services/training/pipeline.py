@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,6 +44,7 @@ from services.training.scoring import (
     version_views,
     views_used,
 )
+from services.training.traffic_warmup import write_warmup
 from services.training.train import TrainConfig, recalibrate_batch_norm, seed_everything
 
 log = logging.getLogger(__name__)
@@ -330,8 +332,20 @@ def evaluate(params: EvaluateParams, reporter: Reporter, data_dir: Path, model_r
     )
 
 
-def export(params: ExportParams, reporter: Reporter, data_dir: Path, model_root: Path) -> ExportResult:
-    """Export a complete run, gate it, publish it; the job's result: the version, its folder, the gate's numbers."""
+def export(
+    params: ExportParams,
+    reporter: Reporter,
+    data_dir: Path,
+    model_root: Path,
+    *,
+    traffic: Sequence[bytes] | None = None,
+) -> ExportResult:
+    """Export a complete run, gate it, publish it; the job's result: the version, its folder, the gate's numbers.
+
+    ``traffic`` is the model's sample of real canvases (:mod:`services.store.traffic_sample`, read by the caller),
+    which becomes the version's warmup records as ``params.warmup`` says (:mod:`services.training.traffic_warmup`);
+    what was written is the ``warmup.json`` artifact.
+    """
     info = complete_run(params.run, data_dir)
     reporter.update(stage="loading", message=f"loading run {params.run}", force=True)
     spec, model = load_final(RunStore(data_dir).path(params.run) / "final")
@@ -345,6 +359,8 @@ def export(params: ExportParams, reporter: Reporter, data_dir: Path, model_root:
             reporter.update(progress=10.0, stage="exporting", message=f"exporting to {staging.parent.name}", force=True)
             metadata = {"run": params.run, "dataset": f"{manifest.name}/{manifest.version}", "job": reporter.id}
             spec.export(model, staging, model_name=params.model, metadata=metadata)
+            warmup = write_warmup(staging, params.warmup, traffic, model_name=params.model, size=spec.input_size)
+            reporter.write_json("warmup.json", warmup.to_dict())
             reporter.update(progress=40.0, stage="gate", message="checking and scoring the export", force=True)
             gate = run_gate(
                 staging,

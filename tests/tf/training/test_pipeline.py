@@ -1,6 +1,7 @@
 """The job pipeline in process: a detector run that is interrupted and resumed by a new job (epoch and optimizer
 state), a classifier trained, evaluated and exported with the classifier signatures, the export gate refusing a worse
-version unless forced, and failed exports that publish nothing."""
+version unless forced, failed exports that publish nothing, and an export job that warms its version with the
+model's traffic sample read from Redis."""
 
 from __future__ import annotations
 
@@ -12,20 +13,25 @@ from typing import Any
 
 import numpy as np
 import pytest
+import redis
 import tensorflow as tf
 
-from services.errors import InvalidParameter
+from services.errors import InvalidParameter, Unavailable
 from services.jobs.params import EvaluateParams, ExportParams, TrainParams
 from services.store.checks import check_train
 from services.store.datasets.annotations import SourceFormat
 from services.store.datasets.request import ImportRequest
 from services.store.datasets.storage import DatasetStore
 from services.store.runs import RunStore
+from services.store.traffic_sample import SampleStore
 from services.training import fitting, pipeline
 from services.training.checkpoints import latest_checkpoint, list_checkpoints
 from services.training.datasets.importer import import_dataset
 from services.training.gate import GateRefused
+from services.worker.config import WorkerSettings
+from services.worker.jobs import JobContext, export
 from tests.datasets.fixtures import scenes, write_roads_dataset, write_voc_dataset
+from tests.support.warmup_records import canvas_proto, records
 
 DEMO = Path(__file__).resolve().parents[3] / "models" / "demo" / "1"
 
@@ -172,3 +178,38 @@ def test_a_failed_export_publishes_nothing(data: Path, tmp_path: Path, monkeypat
     with pytest.raises(GateRefused):
         pipeline.export(ExportParams(run="weak", model="fresh"), Reporter(tmp_path, "e"), data, tmp_path / "models")
     assert not (tmp_path / "models" / "fresh").exists()  # no version, no staging folder, no empty model folder
+
+
+def test_the_export_job_warms_the_new_version_with_the_models_traffic_sample(
+    data: Path, tmp_path: Path, redis_url: str
+) -> None:
+    if RunStore(data).info("weak") is None:
+        pipeline.train(check_train(small("shapes", "weak", epochs=1), data), Reporter(tmp_path, "t"), data)
+    size = small("shapes", "weak").input_size
+    connection = redis.Redis.from_url(redis_url)
+    store = SampleStore(connection, ttl_seconds=600)
+    for value in range(3):
+        store.count("warm-shapes")
+        store.put("warm-shapes", value, canvas_proto(value * 50, size=size))
+    store.put("warm-shapes", 3, canvas_proto(1, size=size + 32))  # the model was served at another size before
+
+    settings = WorkerSettings(_env_file=None, data_dir=data, model_root=tmp_path / "models", redis_url=redis_url)
+    reporter = Reporter(tmp_path, "e")
+    result = export(ExportParams(run="weak", model="warm-shapes", warmup="traffic"), JobContext(reporter, settings))
+    warmup = json.loads((reporter.artifacts / "warmup.json").read_text())
+    assert warmup == {"source": "traffic", "records": 3, "sampled": 4, "used": 3, "skipped": 1}
+    found = records(Path(result.path))
+    assert [tf.make_ndarray(r.inputs["images"]).shape[0] for r in found] == [1, 8, 32]
+    assert {r.model_spec.name for r in found} == {"warm-shapes"}
+
+    # Redis gone: auto falls back to synthetic records, traffic fails the job before anything is published.
+    gone = WorkerSettings(
+        _env_file=None, data_dir=data, model_root=tmp_path / "models", redis_url="redis://127.0.0.1:1/0"
+    )
+    reporter = Reporter(tmp_path, "e2")
+    result = export(ExportParams(run="weak", model="warm-shapes", force=True), JobContext(reporter, gone))
+    assert json.loads((reporter.artifacts / "warmup.json").read_text())["source"] == "synthetic"
+    with pytest.raises(Unavailable, match="can't be read from Redis"):
+        export(ExportParams(run="weak", model="warm-shapes", warmup="traffic", force=True), JobContext(reporter, gone))
+    assert result.versions == [1, 2]
+    connection.close()
