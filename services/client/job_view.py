@@ -8,6 +8,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from services.errors import SpotterError
 
@@ -58,5 +59,26 @@ def print_record(record: dict[str, Any]) -> None:
         out.print(f"  published {result['model']} version {result['version']} ({result.get('path')})", highlight=False)
         gate = result.get("gate") or {}
         out.print(f"  gate: {gate.get('reason')}", highlight=False)
+    if record.get("type") == "sweep" and result.get("rows"):
+        out.print(sweep_table(result))
     for artifact in record.get("artifacts") or []:
         out.print(f"  artifact {artifact['name']} ({artifact['bytes']} bytes) {artifact['url']}", highlight=False)
+
+
+def sweep_table(result: dict[str, Any]) -> Table:
+    """A finished sweep's rows: accuracy, images/s at batch 1 and at the best batch, size, and the Pareto front."""
+    table = Table(title=f"sweep: {result.get('metric')} on {result.get('split')} against images/s")
+    for column in ("ROW", str(result.get("metric")).upper(), "IMG/S B1", "BEST B", "IMG/S BEST", "MB", "PARETO"):
+        table.add_column(column)
+    for row in result["rows"]:
+        metric = row.get("metric")
+        table.add_row(
+            str(row.get("label")),
+            f"{metric:.3f}" if isinstance(metric, float) else "-",
+            f"{row.get('batch1_images_per_second', 0):.1f}",
+            str(row.get("best_batch")),
+            f"{row.get('best_images_per_second', 0):.1f}",
+            f"{row.get('saved_model_bytes', 0) / 1e6:.1f}",
+            "yes" if row.get("pareto") else "",
+        )
+    return table

@@ -1,6 +1,6 @@
-"""``spotter train|evaluate|export|active-learning`` and ``spotter jobs list|show|cancel``.
+"""``spotter train|evaluate|export|active-learning|sweep`` and ``spotter jobs list|show|cancel``.
 
-The options of the four job commands are the fields of their parameters models (:mod:`services.jobs.params`, made
+The options of the job commands are the fields of their parameters models (:mod:`services.jobs.params`, made
 into options by :mod:`services.client.job_options`): a field added to a model is a flag here, and only the flags
 given are sent, so the model's defaults apply. Jobs are submitted to a gateway (``--url``, API key from
 ``--api-key`` or ``SPOTTER_API_KEY``) and followed with a progress bar (polling ``GET /v1/jobs/{id}``), chain
@@ -24,7 +24,7 @@ from rich.table import Table
 from services.client import job_view
 from services.client.job_options import job_command, job_options
 from services.errors import SpotterError
-from services.jobs.params import ActiveLearningParams, EvaluateParams, ExportParams, TrainParams
+from services.jobs.params import ActiveLearningParams, EvaluateParams, ExportParams, SweepParams, TrainParams
 
 GATEWAY = "http://127.0.0.1:8080"
 ENDED_WELL = ("finished", "queued", "deferred", "started", "scheduled")
@@ -69,6 +69,12 @@ JOB_COMMANDS: dict[str, JobCommand] = {
         ActiveLearningParams,
         "Grow a boxed dataset from images labelled as a whole, round by round (predict, accept or review, retrain).",
     ),
+    "sweep": JobCommand(
+        SweepParams,
+        "Train every alpha x input size on a dataset (rows in parallel over the workers), then table and plot each "
+        "one's accuracy against its export's images/s, with the Pareto front. Repeat --alpha and --input-size.",
+        {"alphas": ["--alpha"], "input_sizes": ["--input-size"]},
+    ),
 }
 
 
@@ -87,8 +93,8 @@ def build_command(
 
 
 def register(app: typer.Typer, run_local: LocalRunner | None = None) -> None:
-    """Add ``spotter train``, ``evaluate``, ``export``, ``active-learning`` and ``spotter jobs ...`` to the ``spotter``
-    command; ``run_local`` runs ``--local`` jobs (without it ``--local`` is refused)."""
+    """Add ``spotter train``, ``evaluate``, ``export``, ``active-learning``, ``sweep`` and ``spotter jobs ...`` to the
+    ``spotter`` command; ``run_local`` runs ``--local`` jobs (without it ``--local`` is refused)."""
     for name, spec in JOB_COMMANDS.items():
         app.command(name)(build_command(name, spec, run_local))
     jobs = typer.Typer(help="List, show and cancel jobs on a gateway.", no_args_is_help=True)

@@ -5,14 +5,16 @@ becomes a *chain* (:func:`services.jobs.types.chain_of`): jobs enqueued in order
 the one before, so RQ starts the next only when the previous one finished. Every job of a chain carries the chain in
 its ``meta`` (``chain``: the ids in order, ``depends_on``: the one before). When a job of a chain ends without
 finishing (failed, stopped, canceled, abandoned), the jobs after it are canceled with a reason, rather than left
-deferred forever.
+deferred forever. A sweep (:mod:`services.store.sweeps`) is not a line: each row's train and evaluate jobs are a
+chain of their own ending with the sweep's report, which waits for every row (``depends_on`` lists them), so the
+rows run side by side on as many workers as there are and a row that fails cancels the report.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -37,12 +39,28 @@ RETRY_INTERVALS = [10, 60]
 @dataclass(frozen=True, slots=True)
 class PlannedJob:
     """One checked job of a chain: its type, parameters and id, and for a train job the id of the job that last
-    claimed its run (read from the run's folder when it was planned; :func:`submit` asks Redis whether it is live)."""
+    claimed its run (read from the run's folder when it was planned; :func:`submit` asks Redis whether it is live).
+
+    A chain is a line unless its jobs say otherwise (a sweep's rows run side by side): ``after`` names the jobs it
+    waits for (default: the one before it), ``chain`` the ids its record shows and whose later members are canceled
+    when it ends badly (default: the whole submission), ``meta`` more fields for its ``meta``.
+    """
 
     type: str
     params: BaseModel
     job_id: str
     run_claimed_by: str | None = None
+    after: tuple[str, ...] | None = None
+    chain: tuple[str, ...] | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def waits_for(self, before: str | None) -> str | list[str | Job] | None:
+        """The job ids it depends on (``before``: the job before it in the submission)."""
+        if self.after is None:
+            return before
+        if len(self.after) <= 1:
+            return self.after[0] if self.after else None
+        return list(self.after)
 
 
 def live_owner(connection: redis.Redis, owner: str | None, *, exclude: str = "") -> str | None:
@@ -75,7 +93,7 @@ def submit(connection: redis.Redis, planned: Sequence[PlannedJob]) -> list[Job]:
         for index, job in enumerate(planned):
             kind = JOB_TYPES[job.type]
             body = params_json(job.params)
-            parent = ids[index - 1] if index else None
+            parent = job.waits_for(ids[index - 1] if index else None)
             enqueued.append(
                 enqueue(
                     connection,
@@ -88,7 +106,7 @@ def submit(connection: redis.Redis, planned: Sequence[PlannedJob]) -> list[Job]:
                     retries=1,
                     retry_intervals=RETRY_INTERVALS,
                     description=f"{job.type} {body.get('run') or body.get('model') or ''}".strip(),
-                    meta={"params": body, "chain": ids, "depends_on": parent},
+                    meta={**job.meta, "params": body, "chain": list(job.chain or ids), "depends_on": parent},
                     depends_on=parent,
                 )
             )

@@ -22,6 +22,14 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 Name = Annotated[str, Field(pattern=NAME_PATTERN.pattern, description="letters, digits, '_', '.', '-' (1-64)")]
 Backbone = Literal["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"]
 Split = Literal["train", "validation", "test"]
+WarmupSource = Literal["auto", "traffic", "synthetic", "none"]
+"""Where an export's ``assets.extra/tf_serving_warmup_requests`` come from: ``traffic`` (the model's sample of real
+canvases that the gateway keeps with ``SPOTTER_WARMUP_SAMPLES``; the job fails if none fits), ``synthetic`` (grey
+canvases, one per batch size), ``none`` (no warmup file), ``auto`` (traffic if any fits, else synthetic)."""
+_WARMUP_DESCRIPTION = (
+    "the new version's warmup records: 'auto' (the model's traffic sample if it has canvases of the right size, "
+    "else synthetic), 'traffic' (that sample, or fail), 'synthetic' (grey canvases), 'none' (no warmup file)"
+)
 
 WEIGHTS_DIR = "weights"
 """The folder of the data folder that a train job's ``weights`` file is taken from, by name."""
@@ -65,36 +73,26 @@ class PublishOptions(_Params):
     model: Name = Field(description="the model's name: published as models/<model>/<n+1>/")
     threshold: float = Field(0.02, ge=0.0, le=1.0, description="allowed drop of the gate's score vs the served one")
     force: bool = Field(False, description="publish even if the gate refuses")
+    warmup: WarmupSource = Field("auto", description=_WARMUP_DESCRIPTION)
 
 
-class TrainParams(_Params):
-    """Train a detector (detection dataset) or a classifier (classification dataset) into a run."""
+Alpha = Annotated[float, Field(ge=0.1, le=1.4, description="MobileNet width multiplier")]
+InputSize = Annotated[
+    int, Field(ge=32, le=1024, multiple_of=32, description="the model's canvas S (a detector's at least 64)")
+]
 
-    type: Literal["train"] = "train"
-    dataset: Name = Field(description="the dataset to train on (its kind decides detector or classifier)")
-    dataset_version: int | None = Field(None, ge=1, description="default: the latest (fixed at submit)")
-    run: Name | None = Field(None, description="a run to train into; naming an unfinished one resumes it")
-    restart: bool = Field(False, description="start the run over, discarding its checkpoints")
+
+class TrainingOptions(_Params):
+    """How a model is trained, apart from what it is trained on and its size: the settings a train job and every row
+    of a sweep share (one definition, so a sweep's rows train exactly as train jobs do)."""
+
     backbone: Backbone = "mobilenet_v2"
-    alpha: float = Field(0.35, ge=0.1, le=1.4, description="MobileNet width multiplier")
-    input_size: int = Field(
-        320, ge=32, le=1024, multiple_of=32, description="the model's canvas S (a detector's at least 64)"
-    )
     weights: str = Field(
         "imagenet",
         min_length=1,
         description="'imagenet' (from Keras's cache if it is there), 'none' (from scratch), or the file name of a "
         f"backbone weights file in the data folder's {WEIGHTS_DIR}/ folder (a name, not a path)",
     )
-    init_from_run: Name | None = Field(
-        None,
-        description="start from a complete run's final weights (same kind, classes, backbone and alpha); "
-        "'weights' is then not used",
-    )
-    init_from_model: Name | None = Field(
-        None, description="or start from a published detector version's weights (same classes, backbone and alpha)"
-    )
-    init_from_version: int | None = Field(None, ge=1, description="with init_from_model: default the latest")
     epochs: int = Field(10, ge=1, le=1000)
     steps_per_epoch: int | None = Field(None, ge=1, le=100_000, description="default: one pass over train")
     batch_size: int = Field(16, ge=1, le=512)
@@ -113,8 +111,6 @@ class TrainParams(_Params):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     deterministic: bool = Field(False, description="TensorFlow's deterministic kernels: repeatable runs, slower")
     max_detections: int = Field(100, ge=1, le=1000)
-    evaluate: bool = Field(False, description="chain an evaluate job on the validation split")
-    export: PublishOptions | None = Field(None, description="chain an export job (after evaluate, if any)")
     timeout_seconds: int = Field(6 * 3600, ge=60, le=7 * 24 * 3600)
 
     @field_validator("weights")
@@ -122,6 +118,29 @@ class TrainParams(_Params):
     def _weights_name(cls, value: str) -> str:
         check_weights_name(value)
         return value
+
+
+class TrainParams(TrainingOptions):
+    """Train a detector (detection dataset) or a classifier (classification dataset) into a run."""
+
+    type: Literal["train"] = "train"
+    dataset: Name = Field(description="the dataset to train on (its kind decides detector or classifier)")
+    dataset_version: int | None = Field(None, ge=1, description="default: the latest (fixed at submit)")
+    run: Name | None = Field(None, description="a run to train into; naming an unfinished one resumes it")
+    restart: bool = Field(False, description="start the run over, discarding its checkpoints")
+    alpha: Alpha = 0.35
+    input_size: InputSize = 320
+    init_from_run: Name | None = Field(
+        None,
+        description="start from a complete run's final weights (same kind, classes, backbone and alpha); "
+        "'weights' is then not used",
+    )
+    init_from_model: Name | None = Field(
+        None, description="or start from a published detector version's weights (same classes, backbone and alpha)"
+    )
+    init_from_version: int | None = Field(None, ge=1, description="with init_from_model: default the latest")
+    evaluate: bool = Field(False, description="chain an evaluate job on the validation split")
+    export: PublishOptions | None = Field(None, description="chain an export job (after evaluate, if any)")
 
     @model_validator(mode="after")
     def _crop_fits(self) -> TrainParams:
@@ -169,6 +188,7 @@ class ExportParams(_Params):
     dataset: Name | None = Field(None, description="the gate's data; default: the run's dataset")
     dataset_version: int | None = Field(None, ge=1)
     split: Split = "validation"
+    warmup: WarmupSource = Field("auto", description=_WARMUP_DESCRIPTION)
     timeout_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600)
 
 
@@ -248,7 +268,97 @@ class ActiveLearningParams(_Params):
         return self
 
 
-JobParams = Annotated[TrainParams | EvaluateParams | ExportParams | ActiveLearningParams, Field(discriminator="type")]
+MAX_SWEEP_ROWS = 12
+"""A sweep trains at most this many combinations (alphas x input sizes)."""
+SPEED_BATCHES = (1, 4, 8, 16)
+
+
+def sweep_run(prefix: str, alpha: float, input_size: int) -> str:
+    """The run a sweep's row trains into: ``<prefix>-a<alpha>-s<size>`` (``shapes-sweep-1a2b-a0.35-s128``)."""
+    return f"{prefix}-a{alpha:g}-s{input_size}"
+
+
+ROW_NAME_ROOM = len(sweep_run("", 0.123456, 1024))
+"""How much of a run name a row's suffix takes at most: a sweep's run prefix must leave it room."""
+
+
+class SweepParams(TrainingOptions):
+    """Train one run per combination of width multiplier and input size (each a train job chained with an evaluate
+    job, run in parallel over the workers), then measure each one's export (images/s at batch 1 and at its best
+    batch, bytes on disk) and write the accuracy-against-speed table and plot with its Pareto front (see
+    docs/models.md, "Choosing a size: sweeps")."""
+
+    type: Literal["sweep"] = "sweep"
+    dataset: Name = Field(description="the dataset every row trains on (its kind decides detector or classifier)")
+    dataset_version: int | None = Field(None, ge=1, description="default: the latest (fixed at submit)")
+    alphas: list[Alpha] = Field(min_length=1, description="the width multipliers to try")
+    input_sizes: list[InputSize] = Field(min_length=1, description="the input sizes S to try")
+    split: Split = Field("validation", description="the split each row is evaluated on")
+    batches: list[int] = Field(
+        list(SPEED_BATCHES),
+        min_length=1,
+        max_length=8,
+        description="the batch sizes each export's images/s is measured at (1 is always measured too)",
+    )
+    measure_seconds: float = Field(
+        2.0, ge=0.05, le=60.0, description="seconds each row is timed for at each batch size, over all its rounds"
+    )
+    measure_rounds: int = Field(
+        5, ge=1, le=50, description="the rows are timed in turns: this many rounds of one window per row and batch size"
+    )
+    run_prefix: Name | None = Field(
+        None,
+        max_length=64 - ROW_NAME_ROOM,
+        description="rows train into runs <prefix>-a<alpha>-s<size>; default: <dataset>-sweep-<random>",
+    )
+
+    @field_validator("alphas", "input_sizes")
+    @classmethod
+    def _no_repeats(cls, values: list[Any]) -> list[Any]:
+        if len({f"{v:g}" for v in values}) != len(values):  # as the rows' run names spell them
+            raise ValueError(f"values are repeated: {values}")
+        return values
+
+    @field_validator("batches")
+    @classmethod
+    def _batch_sizes(cls, values: list[int]) -> list[int]:
+        if any(not 1 <= b <= 256 for b in values):
+            raise ValueError(f"batch sizes must be 1..256, got {values}")
+        return sorted({1, *values})
+
+    @model_validator(mode="after")
+    def _rows_fit(self) -> SweepParams:
+        rows = len(self.alphas) * len(self.input_sizes)
+        if rows > MAX_SWEEP_ROWS:
+            raise ValueError(
+                f"alphas x input_sizes is {len(self.alphas)} x {len(self.input_sizes)} = {rows} combinations; "
+                f"a sweep trains at most {MAX_SWEEP_ROWS}"
+            )
+        if self.train_size is not None and self.train_size > min(self.input_sizes):
+            raise ValueError(f"train_size {self.train_size} is larger than input_sizes {min(self.input_sizes)}")
+        return self
+
+    def rows(self) -> list[TrainParams]:
+        """Each combination's train job (alphas outer, sizes inner), evaluated on :attr:`split`; its run named from
+        :attr:`run_prefix` (which the submit-time check fills in)."""
+        options = self.model_dump(include=set(TrainingOptions.model_fields))
+        return [
+            TrainParams(
+                **options,
+                dataset=self.dataset,
+                dataset_version=self.dataset_version,
+                alpha=alpha,
+                input_size=size,
+                run=sweep_run(self.run_prefix, alpha, size) if self.run_prefix else None,
+            )
+            for alpha in self.alphas
+            for size in self.input_sizes
+        ]
+
+
+JobParams = Annotated[
+    TrainParams | EvaluateParams | ExportParams | ActiveLearningParams | SweepParams, Field(discriminator="type")
+]
 """What ``POST /v1/jobs`` takes."""
 
 

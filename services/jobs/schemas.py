@@ -50,7 +50,9 @@ class JobRecord(_Answer):
     counts: dict[str, Any]
     params: dict[str, Any] | None = Field(description="the checked parameters it runs with")
     chain: list[str] = Field(description="the ids of its chain, in order")
-    depends_on: str | None = Field(description="the job before it in its chain")
+    depends_on: str | list[str] | None = Field(
+        description="the job before it in its chain (a sweep's report: every row's last job)"
+    )
     queue: str
     created_at: str | None
     started_at: str | None

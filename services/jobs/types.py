@@ -14,7 +14,14 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from services.jobs.params import ActiveLearningParams, EvaluateParams, ExportParams, TrainParams
+from services.jobs.params import (
+    ActiveLearningParams,
+    EvaluateParams,
+    ExportParams,
+    Split,
+    SweepParams,
+    TrainParams,
+)
 from services.jobs.queues import DATA_QUEUE, TRAIN_QUEUE
 
 _FUNCTIONS = "services.worker.jobs"
@@ -40,6 +47,7 @@ JOB_TYPES: Mapping[str, JobType] = {
         JobType("evaluate", EvaluateParams, TRAIN_QUEUE, f"{_FUNCTIONS}.evaluate_job"),
         JobType("export", ExportParams, TRAIN_QUEUE, f"{_FUNCTIONS}.export_job"),
         JobType("active-learning", ActiveLearningParams, TRAIN_QUEUE, f"{_FUNCTIONS}.active_learning_job"),
+        JobType("sweep", SweepParams, TRAIN_QUEUE, f"{_FUNCTIONS}.sweep_job"),
     )
 }
 """The job types of the jobs API (``POST /v1/jobs``), by the ``type`` of their parameters."""
@@ -55,7 +63,10 @@ def job_type(params: BaseModel) -> JobType:
 
 def chain_of(params: BaseModel) -> list[BaseModel]:
     """The jobs a submission becomes, in order: a train job (checked: its run and dataset version filled in), then
-    (as asked) an evaluate job and an export job on the same run and dataset; any other job alone."""
+    (as asked) an evaluate job and an export job on the same run and dataset; a sweep (checked: its run prefix
+    filled in) each row's train and evaluate jobs, then itself (the report); any other job alone."""
+    if isinstance(params, SweepParams):
+        return [*(part for row in params.rows() for part in _row_chain(row, params.split)), params]
     if not isinstance(params, TrainParams) or not (params.evaluate or params.export is not None):
         return [params]
     if params.run is None:
@@ -67,6 +78,14 @@ def chain_of(params: BaseModel) -> list[BaseModel]:
     if params.export is not None:
         chain.append(ExportParams(run=params.run, **params.export.model_dump(), **data))
     return chain
+
+
+def _row_chain(row: TrainParams, split: Split) -> list[BaseModel]:
+    """A sweep row's train job and its evaluate job on ``split``."""
+    if row.run is None:
+        raise ValueError("a sweep's chain is made from its checked params (its run prefix named)")
+    data = {"dataset": row.dataset, "dataset_version": row.dataset_version}
+    return [row, EvaluateParams(run=row.run, split=split, **data)]
 
 
 class _ImportRequest(Protocol):

@@ -21,6 +21,7 @@ from services.jobs.params import (
     ActiveLearningParams,
     EvaluateParams,
     ExportParams,
+    SweepParams,
     TrainParams,
     check_data_relative,
     check_weights_name,
@@ -30,6 +31,7 @@ from services.model_repository import model_versions, version_metadata
 from services.store.datasets.manifest import Manifest
 from services.store.datasets.storage import DatasetStore
 from services.store.runs import RunInfo, RunStore, identity_differences
+from services.store.sweeps import default_prefix, new_run, plan_sweep, row_error
 
 
 def weights_file(value: str, data_dir: Path) -> Path:
@@ -363,6 +365,28 @@ def check_active_learning(params: ActiveLearningParams, data_dir: Path, model_ro
     return params.model_copy(update=update)
 
 
+def check_sweep(params: SweepParams, data_dir: Path, model_root: Path) -> SweepParams:
+    """Check a sweep (:mod:`services.store.sweeps`): every row as its train job (the dataset, its kind and train
+    images, the weights file, a detector's input size) into a new run, and the split it is evaluated on. The params
+    with the dataset version and the run prefix filled in.
+
+    Raises:
+        InvalidParameter: a row or the split does not pass (naming the sweep's parameter, and the row).
+    """
+    checked = params.model_copy(update={"run_prefix": params.run_prefix or default_prefix(params.dataset)})
+    rows = []
+    for row in checked.rows():
+        new_run(row, data_dir)
+        try:
+            rows.append(check_train(row, data_dir, model_root))
+        except InvalidParameter as err:
+            raise row_error(row, err) from err
+    version, run = rows[0].dataset_version, str(rows[0].run)
+    evaluate = EvaluateParams(run=run, dataset=params.dataset, dataset_version=version, split=params.split)
+    check_evaluate(evaluate, data_dir, model_root, chained=True)
+    return checked.model_copy(update={"dataset_version": version})
+
+
 def check_job(params: BaseModel, data_dir: Path, model_root: Path, *, chained: bool = False) -> BaseModel:
     """Any job's parameters checked against the disk (``chained``: it follows a train job in a chain)."""
     if isinstance(params, TrainParams):
@@ -373,6 +397,8 @@ def check_job(params: BaseModel, data_dir: Path, model_root: Path, *, chained: b
         return check_export(params, data_dir, chained=chained)
     if isinstance(params, ActiveLearningParams):
         return check_active_learning(params, data_dir, model_root)
+    if isinstance(params, SweepParams):
+        return check_sweep(params, data_dir, model_root)
     raise TypeError(f"not a job's parameters: {type(params).__name__}")
 
 
@@ -384,6 +410,8 @@ def plan(params: BaseModel, data_dir: Path, model_root: Path) -> list[PlannedJob
         InvalidParameter: a part does not pass its check: nothing is queued.
     """
     first = check_job(params, data_dir, model_root)
+    if isinstance(first, SweepParams):  # not a line: its rows run side by side
+        return plan_sweep(first)
     chain = [first, *(check_job(p, data_dir, model_root, chained=True) for p in chain_of(first)[1:])]
     planned = []
     for part in chain:

@@ -101,3 +101,22 @@ class ExportResult(JobResult):
     versions: list[int]
     run: str
     gate: dict[str, Any]
+
+
+class SweepResult(JobResult):
+    """A finished sweep: one row per alpha and input size (its run and jobs, its metric on the split, its export's
+    images/s by batch size and at the best batch, bytes on disk, parameters, Pareto flags), and the rows on the
+    front (``alpha@size``), with the paths of ``sweep.json`` and ``sweep.png``."""
+
+    kind: Literal["detector", "classifier"]
+    metric: str
+    """``map50`` (detectors) or ``accuracy`` (classifiers)."""
+    dataset: str
+    dataset_version: int
+    split: str
+    inputs: str
+    """What the exports were fed while measured: ``"<split> images"`` (letterboxed), or ``"random pixels"``."""
+    rows: list[dict[str, Any]]
+    pareto: list[str]
+    table: str
+    plot: str

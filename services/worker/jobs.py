@@ -17,17 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import redis
 from pydantic import BaseModel
 
-from services.errors import Conflict, SpotterError
-from services.jobs.params import ActiveLearningParams, EvaluateParams, ExportParams, TrainParams
+from services.errors import Conflict, SpotterError, Unavailable
+from services.jobs.params import ActiveLearningParams, EvaluateParams, ExportParams, SweepParams, TrainParams
+from services.jobs.queues import redis_connection
 from services.jobs.types import JOB_TYPES
 from services.store.datasets.report import problems_table, render_text, summary_table
 from services.store.datasets.request import ImportRequest
 from services.store.datasets.storage import DatasetStore
 from services.store.runs import RunStore
+from services.store.traffic_sample import SampleStore
 from services.training.datasets.importer import Progress, import_dataset
-from services.training.results import EvaluationReport, ExportResult, JobResult, TrainResult
+from services.training.results import EvaluationReport, ExportResult, JobResult, SweepResult, TrainResult
 from services.worker.config import WorkerSettings
 from services.worker.context import worker_settings
 from services.worker.progress import JobRun, finish, job_run
@@ -131,10 +134,35 @@ def evaluate(params: EvaluateParams, context: JobContext) -> EvaluationReport:
 
 
 def export(params: ExportParams, context: JobContext) -> ExportResult:
-    """Export a complete run through the gate and publish it; artifacts: ``gate.json``."""
+    """Export a complete run through the gate and publish it; artifacts: ``gate.json``, ``warmup.json``."""
     from services.training import pipeline
 
-    return pipeline.export(params, context.reporter, context.settings.data_dir, context.settings.model_root)
+    traffic = _traffic_sample(params, context)
+    return pipeline.export(
+        params, context.reporter, context.settings.data_dir, context.settings.model_root, traffic=traffic
+    )
+
+
+def _traffic_sample(params: ExportParams, context: JobContext) -> list[bytes] | None:
+    """The model's sample of real canvases for the export's warmup (None when its ``warmup`` uses none).
+
+    With ``auto``, a Redis that can't be reached means synthetic warmup (logged); with ``traffic`` the job fails.
+    """
+    if params.warmup not in ("auto", "traffic"):
+        return None
+    job = context.job
+    own = job is None  # spotter export --local: no RQ connection to borrow
+    connection = redis_connection(context.settings.redis_url) if job is None else job.connection
+    try:
+        return SampleStore(connection).read(params.model).tensors
+    except redis.RedisError as exc:
+        if params.warmup == "traffic":
+            raise Unavailable(f"the traffic sample of {params.model!r} can't be read from Redis: {exc}") from exc
+        logger.warning("the traffic sample of %s can't be read (%s): synthetic warmup", params.model, exc)
+        return None
+    finally:
+        if own:
+            connection.close()
 
 
 def active_learning(params: ActiveLearningParams, context: JobContext) -> dict[str, Any]:
@@ -156,11 +184,23 @@ def active_learning(params: ActiveLearningParams, context: JobContext) -> dict[s
         predictor.close()
 
 
+def sweep(params: SweepParams, context: JobContext) -> SweepResult:
+    """A sweep's report, after its rows (their train and evaluate jobs, planned with it: their ids are in its
+    ``meta["sweep"]``): each row's export measured, the table and the plot; artifacts: ``sweep.json``, ``sweep.md``,
+    ``sweep.csv``, ``sweep.png``."""
+    from services.training.sweep import report
+
+    meta = context.job.meta if context.job is not None else {}
+    rows = list((meta.get("sweep") or {}).get("rows") or [])
+    return report(params, rows, context.reporter, context.settings.data_dir)
+
+
 JOB_FUNCTIONS: Mapping[str, JobFunction] = {
     "train": train,
     "evaluate": evaluate,
     "export": export,
     "active-learning": active_learning,
+    "sweep": sweep,
 }
 """The function that does the work of each job type of :data:`services.jobs.types.JOB_TYPES`."""
 
@@ -199,6 +239,11 @@ def evaluate_job(body: dict[str, Any]) -> dict[str, Any]:
 def export_job(body: dict[str, Any]) -> dict[str, Any]:
     """RQ's entry point of an export job (see :func:`export`)."""
     return execute("export", body["params"], worker_settings())
+
+
+def sweep_job(body: dict[str, Any]) -> dict[str, Any]:
+    """RQ's entry point of a sweep's report job (see :func:`sweep`)."""
+    return execute("sweep", body["params"], worker_settings())
 
 
 def active_learning_job(body: dict[str, Any]) -> dict[str, Any]:

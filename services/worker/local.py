@@ -15,7 +15,8 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from services.jobs.params import JobParams
+from services.errors import InvalidParameter
+from services.jobs.params import JobParams, SweepParams
 from services.logs import configure_logging
 from services.worker.context import worker_settings
 from services.worker.jobs import execute
@@ -62,6 +63,12 @@ def run_chain(body: dict[str, Any], on_progress: OnProgress) -> list[dict[str, A
     configure_logging("WARNING", json=False)
     settings = worker_settings()
     params = TypeAdapter(JobParams).validate_python(body)
+    if isinstance(params, SweepParams):
+        raise InvalidParameter(
+            "a sweep runs its rows as jobs of their own on the workers and its report reads their records: submit it "
+            "to a gateway (without --local)",
+            details={"parameter": "local"},
+        )
     records: list[dict[str, Any]] = []
     for index, job in enumerate(plan(params, settings.data_dir, settings.model_root)):
         on_progress(index, {"type": job.type, "state": "started", "progress": {"percent": 0.0}})

@@ -1,11 +1,12 @@
-"""Job routes: submit a train, evaluate, export or active-learning job (``POST /v1/jobs``), list and show jobs,
-cancel one, and fetch its artifacts. Every route needs an API key.
+"""Job routes: submit a train, evaluate, export, active-learning or sweep job (``POST /v1/jobs``), list and show
+jobs, cancel one, and fetch its artifacts. Every route needs an API key.
 
 A submission is validated twice before anything is queued: its body by pydantic (a union discriminated by ``type``,
 :mod:`services.jobs.params`: an unknown type, a missing field or a value out of range is a 422 naming the parameter),
 then against the disk (the dataset and its version, the run, the model; :func:`services.store.checks.plan`, which
 reads files only). A train job can chain an evaluate and an export job (``evaluate: true``, ``export: {...}``): the
-chain is queued whole, each job after the one before (RQ ``depends_on``), and every record shows it. Jobs are
+chain is queued whole, each job after the one before (RQ ``depends_on``), and every record shows it; a sweep is
+one train and evaluate chain per row and a report waiting for them all (``job_id`` is the report's). Jobs are
 enqueued by their type's dotted function path (:mod:`services.jobs.types`): nothing here imports the worker. Redis is
 used through RQ's synchronous client in a worker thread, one connection per call (jobs are rare, the calls are short).
 """
@@ -77,6 +78,16 @@ _EXAMPLES = {
             "rounds": 3,
         },
     },
+    "sweep": {
+        "summary": "train every alpha x input size, then table accuracy against images/s",
+        "value": {
+            "type": "sweep",
+            "dataset": "shapes",
+            "alphas": [0.35, 0.5, 1.0],
+            "input_sizes": [128, 160, 224],
+            "epochs": 10,
+        },
+    },
 }
 
 
@@ -109,10 +120,11 @@ async def submit_job(
     _: ApiKeyDep,
     response: Response,
 ) -> SubmittedJobs:
-    """Submit a train, evaluate, export or active-learning job (a train job may chain evaluate and export)."""
+    """Submit a train, evaluate, export, active-learning or sweep job (a train job may chain evaluate and export)."""
     planned = await run_in_threadpool(plan, body, settings.data_dir, settings.model_root)
     jobs = await _with_redis(settings, lambda c: submit(c, planned))
-    first = jobs[0].id
+    # The job of the type submitted: a chain's first, a sweep's report (its last, after the rows).
+    first = next(job.job_id for job in planned if job.type == body.type)
     response.headers["Location"] = f"/v1/jobs/{first}"
     return SubmittedJobs.model_validate(
         {
