@@ -132,3 +132,43 @@ def active_learning_rounds(
     ax.legend(loc="lower left", fontsize=8)
     ax.grid(alpha=0.3)
     return _save(figure, path)
+
+
+def sweep_front(
+    points: Sequence[tuple[str, float, float, bool]], path: Path, *, metric: str, title: str = "sweep"
+) -> Path:
+    """A sweep's rows as ``(label, images/s, metric, on the front)``: every point labelled, the Pareto front drawn
+    as a line through its points (fastest to most accurate) and its points filled."""
+    figure, ax = plt.subplots(figsize=(7, 5))
+    for label, speed, value, on_front in points:
+        colour = "tab:blue" if on_front else "none"  # off the front: hollow
+        ax.scatter([speed], [value], s=40, zorder=3, facecolors=colour, edgecolors="tab:blue" if on_front else "grey")
+        ax.annotate(label, (speed, value), xytext=(4, 4), textcoords="offset points", fontsize=8)
+    front = sorted((speed, value) for _, speed, value, on_front in points if on_front)
+    if front:
+        ax.plot([s for s, _ in front], [v for _, v in front], color="tab:blue", linewidth=1.5, label="Pareto front")
+        ax.legend(loc="lower left", fontsize=8)
+    ax.set_xlabel("images/s at the best batch size (this worker, in process)")
+    ax.set_ylabel(metric)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def labelling_curves(
+    curves: Mapping[str, Sequence[Mapping[str, float]]], path: Path, *, title: str = "labels against accuracy"
+) -> Path:
+    """One line per labelling strategy: the mean test score against the labelled images (each point a
+    ``{"labelled", "mean", "min", "max"}`` mapping), with the spread over seeds (min to max) as a band."""
+    figure, ax = plt.subplots(figsize=(7, 4.5))
+    for name, points in curves.items():
+        xs = [p["labelled"] for p in points]
+        (line,) = ax.plot(xs, [p["mean"] for p in points], marker="o", label=name)
+        ax.fill_between(xs, [p["min"] for p in points], [p["max"] for p in points], color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("labelled images")
+    ax.set_ylabel("top-1 on the held-out set")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    return _save(figure, path)
