@@ -6,7 +6,8 @@ each answer that every transport and client shares.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -91,6 +92,11 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+def error_responses(texts: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
+    """A route's ``responses=`` for OpenAPI: each status with the error body and what causes it."""
+    return {status: {"model": ErrorResponse, "description": text} for status, text in texts.items()}
 
 
 class ReadinessResponse(BaseModel):

@@ -31,7 +31,7 @@ from services.errors import (
 )
 from services.gateway.api.dataset_schemas import DatasetDetail, DatasetList
 from services.gateway.api.deps import ApiKeyDep, SettingsDep
-from services.gateway.api.schemas import ErrorResponse
+from services.gateway.api.schemas import error_responses
 from services.jobs.queues import enqueue
 from services.jobs.schemas import QueuedJob
 from services.jobs.types import IMPORT, import_body
@@ -77,9 +77,8 @@ _UPLOAD_FORM: dict[str, Any] = {
         },
     }
 }
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": text}
-    for status, text in {
+_ERRORS = error_responses(
+    {
         400: "a hostile or unreadable archive (with the reason), a bad label map",
         401: "no API key",
         403: "a wrong API key",
@@ -88,8 +87,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         415: "not a multipart form, or not a zip / tar.gz",
         422: "a missing or bad field (name, format, split...)",
         503: "the job queue (Redis) can't be reached",
-    }.items()
-}
+    }
+)
 
 
 class _FormToFolder:

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.errors import Unavailable
 from services.gateway.api.deps import ApiKeyDep, SettingsDep
-from services.gateway.api.schemas import ErrorResponse
+from services.gateway.api.schemas import error_responses
 from services.gateway.config import GatewaySettings
 from services.jobs.chains import cancel, submit
 from services.jobs.params import JobParams
@@ -36,17 +36,16 @@ from services.store.checks import plan  # reads datasets, runs and models on dis
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
 _T = TypeVar("_T")
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": text}
-    for status, text in {
+_ERRORS = error_responses(
+    {
         401: "no API key",
         403: "a wrong API key",
         404: "no such job or artifact",
         409: "the job has already ended (cancel), or its run is being trained by another job (submit)",
         422: "an unknown type, a bad or missing parameter, an unknown dataset, run or model: nothing was queued",
         503: "the job queue (Redis) can't be reached",
-    }.items()
-}
+    }
+)
 _EXAMPLES = {
     "train": {
         "summary": "train a detector, then evaluate and export it",

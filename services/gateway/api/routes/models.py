@@ -7,7 +7,7 @@ overloaded gateway answers 503 having read nothing (:mod:`services.gateway.admis
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.routing import APIRoute
@@ -15,7 +15,14 @@ from fastapi.routing import APIRoute
 from services.errors import NotFound
 from services.gateway.api.deps import DataplaneDep, InferenceKeyDep, SettingsDep
 from services.gateway.api.disconnect import unless_disconnected
-from services.gateway.api.schemas import ClassifyQuery, DetectQuery, ErrorResponse, ModelBody, ModelListResponse
+from services.gateway.api.schemas import (
+    ClassifyQuery,
+    DetectQuery,
+    ErrorResponse,
+    ModelBody,
+    ModelListResponse,
+    error_responses,
+)
 from services.gateway.api.uploads import IMAGE_BODY_OPENAPI, read_image
 from services.gateway.dataplane import ClassifyRequest, DetectRequest
 from services.vision.draw import negotiate_media_type
@@ -23,9 +30,8 @@ from services.vision.results import ClassifyResult, DetectResult
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": text}
-    for status, text in {
+_ERRORS = error_responses(
+    {
         400: "empty, not an image, or a corrupt image",
         404: "unknown model or version",
         413: "over the byte or pixel limit",
@@ -33,8 +39,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         422: "a parameter out of range, or the wrong endpoint for the model's kind",
         503: "queue full or model server unavailable (see Retry-After)",
         504: "the model server did not answer in time",
-    }.items()
-}
+    }
+)
 
 
 def _detect_request(name: str, data: bytes, content_type: str | None, query: DetectQuery) -> DetectRequest:

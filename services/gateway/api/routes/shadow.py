@@ -12,20 +12,19 @@ from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.gateway.api.deps import ApiKeyDep, ApiKeyIdentityDep, DataplaneDep
-from services.gateway.api.schemas import ErrorResponse
+from services.gateway.api.schemas import error_responses
 
 router = APIRouter(prefix="/v1", tags=["rollout"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": text}
-    for status, text in {
+_ERRORS = error_responses(
+    {
         401: "no API key",
         403: "an API key that is not valid",
         404: "unknown model or version, or the version is not in shadow",
         409: "the version is not loaded, cannot be compared, or (promote) has too few samples or agrees too little",
         422: "a sample rate outside [0, 1], or a model that is not a detector",
-    }.items()
-}
+    }
+)
 
 
 class ShadowBody(BaseModel):

@@ -8,7 +8,7 @@ straight on Redis (:mod:`services.store.traffic_sample`), one short-lived connec
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import redis
 from fastapi import APIRouter, Path
@@ -17,22 +17,21 @@ from starlette.concurrency import run_in_threadpool
 
 from services.errors import Unavailable
 from services.gateway.api.deps import ApiKeyDep, SettingsDep
-from services.gateway.api.schemas import ErrorResponse
+from services.gateway.api.schemas import error_responses
 from services.gateway.config import GatewaySettings
 from services.store.traffic_sample import SampleStore
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
 _T = TypeVar("_T")
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": text}
-    for status, text in {
+_ERRORS = error_responses(
+    {
         401: "no API key",
         403: "a wrong API key",
         422: "a model name that is too long",
         503: "Redis can't be reached",
-    }.items()
-}
+    }
+)
 ModelName = Annotated[str, Path(min_length=1, max_length=256, description="the model's name")]
 
 
