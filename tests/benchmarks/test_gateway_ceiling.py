@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from benchmarks.gateway_ceiling import instant_upstream
 from benchmarks.instant_upstream import Recording
 from services.gateway.tensors import encode_predict_request, to_ndarray
 from services.gen.tfs import get_model_status_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc
+from tests.benchmarks.running import run_bench
 from tests.conftest import TEST_REDIS_DB
 
 pytestmark = pytest.mark.integration
@@ -39,14 +38,7 @@ def run(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str,
     work = tmp_path_factory.mktemp("gateway-ceiling")
     args = ["--quick", "--json", "--work-dir", str(work)]
     args += ["--worker-redis-url", f"redis://127.0.0.1:6379/{TEST_REDIS_DB}"]  # the idle worker: the tests' database
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.gateway_ceiling", *args],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    done = run_bench(repo, "gateway_ceiling", *args, timeout=600)
     logs = "\n".join(f"== {p.name}\n{p.read_text(errors='replace')[-2000:]}" for p in (work / "logs").glob("*.log"))
     assert done.returncode == 0, f"the bench failed:\n{done.stderr[-4000:]}\n{logs}"
     result: dict[str, Any] = json.loads(done.stdout)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from benchmarks.loadgen import grpc_available
+from tests.benchmarks.running import run_bench
 
 pytestmark = pytest.mark.integration
 
@@ -31,14 +30,8 @@ def _positive(value: Any) -> bool:
 @pytest.fixture(scope="module")
 def result(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     work = tmp_path_factory.mktemp("bench")
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.serving", "--quick", "--json", "--work-dir", str(work)],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=900,  # a busy 2-core machine: two TensorFlow children, two model servers, two gateways
-        check=False,
-    )
+    # A busy 2-core machine: two TensorFlow children, two model servers, two gateways.
+    done = run_bench(repo, "serving", "--quick", "--json", "--work-dir", str(work), timeout=900)
     logs = "\n".join(f"== {p.name}\n{p.read_text(errors='replace')[-2000:]}" for p in (work / "logs").glob("*.log"))
     assert done.returncode == 0, f"the bench failed:\n{done.stderr[-4000:]}\n{logs}"
     document: dict[str, Any] = json.loads(done.stdout)

@@ -5,11 +5,11 @@ print a row per round and a summary per mode, with the shadow's samples accounte
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.benchmarks.running import run_bench
 
 pytestmark = pytest.mark.integration
 
@@ -18,14 +18,7 @@ def test_one_round_per_mode_prints_rows_and_a_summary(repo: Path) -> None:
     if not (repo / "models" / "demo" / "1" / "saved_model.pb").exists():
         pytest.skip("the bench serves models/demo/1, which has not been made (make demo)")
     args = ["--clients", "2", "--rates", "1.0", "--repeats", "1", "--duration", "1"]
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.shadow", *args],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    done = run_bench(repo, "shadow", *args, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     rows = [line for line in lines if "summary" not in line]

@@ -9,25 +9,18 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.benchmarks.running import run_bench
 
 pytestmark = pytest.mark.integration
 
 
 def test_one_round_measures_a_new_version_per_warmup_kind(repo: Path, tmp_path: Path) -> None:
     work = tmp_path / "work"
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.warmup", "--rounds", "1", "--json", "--work-dir", str(work)],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    done = run_bench(repo, "warmup", "--rounds", "1", "--json", "--work-dir", str(work), timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(done.stdout)
 
