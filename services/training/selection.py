@@ -15,6 +15,13 @@ thumbnail (:func:`thumbnail_feature`: 16 x 16 grey, mean-centred, unit length) h
 labels and teach what one does. Skipped images are not chosen later to fill the budget, so a round may send fewer
 than the budget.
 
+**Cluster-margin** (``selection="cluster_margin"``, Citovsky et al. 2021, simplified): the ``top_factor * budget``
+most doubtful candidates are grouped into ``budget`` clusters (:func:`kmeans`) on the model's own embeddings (its
+penultimate layer), and the most doubtful of each cluster is chosen. Pure doubt, on a weak model, spends a round on
+one kind of confusing image (the same tiny noisy digits, forty times); one per cluster spreads the labels over the
+different ways the model is confused. If some clusters come out empty, the most doubtful candidates left fill the
+budget, so a round always labels ``budget`` when it can.
+
 **Random** (``selection="random"``): a seeded uniform draw of ``budget`` images, without the diversity rule: the
 baseline a labelling strategy must beat.
 
@@ -35,7 +42,7 @@ from PIL import Image
 from services.training.review import Verdict
 from services.vision.boxes import Detection
 
-Strategy = Literal["uncertainty", "random"]
+Strategy = Literal["uncertainty", "cluster_margin", "random"]
 THUMB_SIDE = 16
 """The side of the thumbnails near-duplicates are found by."""
 
@@ -79,11 +86,15 @@ class Selection:
     doubt: list[float] = field(default_factory=list)
     near_duplicates: dict[int, tuple[int, float]] = field(default_factory=dict)
     """Skipped candidate -> (the chosen one it resembles, their similarity)."""
+    clusters: dict[int, int] = field(default_factory=dict)
+    """cluster_margin: each shortlisted candidate -> its cluster."""
 
     def report(self, names: Sequence[str]) -> dict[str, Any]:
         """The JSON for the round's report: every chosen image with its doubt and why it was chosen, and the
         near-duplicates left out."""
-        why = "most in doubt" if self.strategy == "uncertainty" else "drawn at random"
+        why = {"uncertainty": "most in doubt", "cluster_margin": "most in doubt of its cluster"}.get(
+            self.strategy, "drawn at random"
+        )
         return {
             "strategy": self.strategy,
             "budget": self.budget,
@@ -112,17 +123,20 @@ def choose(
     budget: int | None,
     seed: int | Sequence[int] = 0,
     max_similarity: float = 0.95,
+    top_factor: int = 5,
 ) -> Selection:
     """Choose at most ``budget`` candidates (every one when ``budget`` is None) by ``strategy``.
 
     Args:
         doubt: Each candidate's doubt (see the module's text).
-        features: ``[len(doubt), D]`` unit vectors (:func:`thumbnail_feature`) for the near-duplicate rule, or None
-            to skip it.
-        strategy: ``"uncertainty"`` (most doubt first, near-duplicates skipped) or ``"random"`` (a seeded draw).
+        features: ``[len(doubt), D]``: for ``uncertainty``, unit vectors (:func:`thumbnail_feature`) for the
+            near-duplicate rule, or None to skip it; for ``cluster_margin``, the model's embeddings (required).
+        strategy: ``"uncertainty"`` (most doubt first, near-duplicates skipped), ``"cluster_margin"`` (the most
+            doubtful of each cluster of the shortlist) or ``"random"`` (a seeded draw).
         budget: How many to choose at most.
-        seed: The random draw's seed (and the tie-break among equal doubts).
+        seed: The random draw's seed (and the tie-break among equal doubts, and the clustering's start).
         max_similarity: Cosine similarity of thumbnails from which two images are near-duplicates.
+        top_factor: cluster_margin's shortlist: the ``top_factor * budget`` most doubtful candidates.
     """
     n = len(doubt)
     selection = Selection(strategy, budget, n, doubt=[float(d) for d in doubt])
@@ -134,6 +148,11 @@ def choose(
     # Most doubt first; a seeded shuffle first, so equal doubts are not always taken in pool order.
     shuffled = rng.permutation(n)
     order = shuffled[np.argsort(-np.asarray(selection.doubt, dtype=np.float64)[shuffled], kind="stable")]
+    if strategy == "cluster_margin":
+        if features is None:
+            raise ValueError("cluster_margin needs the model's embeddings as features")
+        _one_per_cluster(selection, [int(i) for i in order], features, limit, top_factor, rng)
+        return selection
     for index in (int(i) for i in order):
         if len(selection.chosen) >= limit:
             break
@@ -145,6 +164,47 @@ def choose(
                 continue
         selection.chosen.append(index)
     return selection
+
+
+def kmeans(points: np.ndarray, k: int, rng: np.random.Generator, iterations: int = 25) -> np.ndarray:
+    """Each point's cluster among ``k`` (Lloyd's k-means from a k-means++ start). Tens to hundreds of points a
+    round: a few lines of NumPy rather than a new dependency. A centre left without points keeps its place."""
+    x = np.asarray(points, dtype=np.float64)
+    centres = [x[int(rng.integers(len(x)))]]
+    for _ in range(1, k):
+        distance = np.min([((x - c) ** 2).sum(axis=1) for c in centres], axis=0)
+        total = float(distance.sum())
+        pick = int(rng.choice(len(x), p=distance / total)) if total > 0 else int(rng.integers(len(x)))
+        centres.append(x[pick])
+    centre = np.stack(centres)
+    assignment = np.zeros(len(x), dtype=np.int64)
+    for _ in range(iterations):
+        assignment = np.argmin(((x[:, None, :] - centre[None, :, :]) ** 2).sum(axis=2), axis=1)
+        moved = np.stack([x[assignment == c].mean(axis=0) if (assignment == c).any() else centre[c] for c in range(k)])
+        if np.allclose(moved, centre):
+            break
+        centre = moved
+    return assignment
+
+
+def _one_per_cluster(
+    selection: Selection, order: list[int], features: np.ndarray, limit: int, top_factor: int, rng: np.random.Generator
+) -> None:
+    """cluster_margin's choice (see the module's text), into ``selection``; ``order`` is most doubtful first."""
+    shortlist = order[: limit * top_factor]
+    if limit == 0 or not shortlist:
+        return
+    vectors = np.asarray(features, dtype=np.float64)[shortlist]
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)  # cosine geometry
+    assignment = kmeans(vectors, min(limit, len(shortlist)), rng)
+    selection.clusters = {index: int(c) for index, c in zip(shortlist, assignment, strict=True)}
+    seen: set[int] = set()
+    for index in shortlist:  # most doubtful first, so each cluster's first is its most doubtful
+        if selection.clusters[index] not in seen:
+            seen.add(selection.clusters[index])
+            selection.chosen.append(index)
+    taken = set(selection.chosen)
+    selection.chosen += [i for i in shortlist if i not in taken][: limit - len(selection.chosen)]
 
 
 def select_for_review(

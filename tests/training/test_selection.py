@@ -146,6 +146,45 @@ def test_random_is_seeded_respects_the_budget_and_differs_from_uncertainty() -> 
     assert isinstance(rows, list) and {r["why"] for r in rows} == {"drawn at random"}
 
 
+def blobs_pool() -> tuple[list[float], np.ndarray, list[int]]:
+    """40 candidates: the 12 most doubtful in four tight clusters of embeddings (three each, cluster 0 the most
+    doubtful, so plain doubt takes three of it), the other 28 far less doubtful and in clusters of their own."""
+    rng = np.random.default_rng(7)
+    doubt, vectors, blob = [], [], []
+    for n in range(40):
+        group = n // 3 if n < 12 else 4 + n % 4
+        doubt.append(0.99 - 0.01 * n if n < 12 else 0.5 - 0.01 * (n - 12))
+        vectors.append(np.eye(8)[group] + rng.normal(0, 0.01, 8))
+        blob.append(group)
+    order = rng.permutation(40)  # not in doubt order in the candidates' list
+    return [doubt[i] for i in order], np.stack([vectors[i] for i in order]), [blob[i] for i in order]
+
+
+def test_cluster_margin_takes_the_most_doubtful_of_each_cluster_of_the_shortlist_only() -> None:
+    doubt, embeddings, blob = blobs_pool()
+    picked = choose(doubt, embeddings, strategy="cluster_margin", budget=4, seed=(3, 1), top_factor=3)
+    top12 = set(np.argsort(doubt)[::-1][:12].tolist())
+    assert len(picked.chosen) == 4 and set(picked.chosen) <= top12  # within budget, only among the top doubt
+    assert sorted(blob[i] for i in picked.chosen) == [0, 1, 2, 3]  # one per cluster
+    for i in picked.chosen:  # ...and the most doubtful of its cluster
+        assert doubt[i] == max(doubt[j] for j in range(40) if blob[j] == blob[i])
+    assert set(picked.clusters) == top12 and len(set(picked.clusters.values())) == 4
+    assert all((picked.clusters[i] == picked.clusters[j]) == (blob[i] == blob[j]) for i in top12 for j in top12)
+    plain = choose(doubt, None, strategy="uncertainty", budget=4)
+    assert sorted(blob[i] for i in plain.chosen) == [0, 0, 0, 1]  # what doubt alone would have spent
+    report = picked.report([f"p/{i:02d}.png" for i in range(40)])
+    assert {r["why"] for r in report["chosen"]} == {"most in doubt of its cluster"}
+
+
+def test_cluster_margin_fills_its_budget_and_needs_embeddings() -> None:
+    doubt, embeddings, _ = blobs_pool()
+    for budget in (1, 6, 40, 50):
+        picked = choose(doubt, embeddings, strategy="cluster_margin", budget=budget, seed=0)
+        assert len(picked.chosen) == len(set(picked.chosen)) == min(budget, 40)
+    with pytest.raises(ValueError, match="embeddings"):
+        choose(doubt, None, strategy="cluster_margin", budget=4)
+
+
 def test_the_parameters_are_checked() -> None:
     base = {"model": "m", "dataset": "d", "pool": "pool"}
     params = ActiveLearningParams.model_validate(base)
