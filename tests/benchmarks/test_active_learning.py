@@ -5,14 +5,13 @@ own (it imports TensorFlow; this one does not)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from benchmarks.active_learning import labels_saved, labels_to_reach, summarise, table
+from tests.benchmarks.running import run_bench
 
 
 def test_labels_to_reach_interpolates_the_first_crossing() -> None:
@@ -45,14 +44,8 @@ def test_summary_and_labels_saved_over_seeds() -> None:
 
 @pytest.mark.slow
 def test_quick_run_writes_the_table_the_json_and_the_plot(repo: Path, tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.active_learning", "--quick", "--out", str(tmp_path)],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=900,  # one graph to trace: minutes on a busy 2-core machine
-        check=False,
-    )
+    # One graph to trace: minutes on a busy 2-core machine.
+    done = run_bench(repo, "active_learning", "--quick", "--out", str(tmp_path), timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads((tmp_path / "active_learning.json").read_text())
     for strategy in ("uncertainty", "random"):
