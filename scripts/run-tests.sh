@@ -21,10 +21,16 @@ declare -A commands=(
   [tf-free]="tests --ignore=tests/tf"
   [tf]="tests/tf"
 )
+# Each process its own Redis database: tests flush theirs before and after, and a flush of the other's would delete
+# the jobs its workers are waiting for.
+declare -A redis_dbs=(
+  [tf-free]="${SPOTTER_TEST_REDIS_DB:-13}"
+  [tf]="${SPOTTER_TEST_REDIS_DB_TF:-14}"
+)
 declare -A pids=()
 for name in tf-free tf; do
   # shellcheck disable=SC2086 # the test paths are words
-  "$pytest" ${commands[$name]} --durations=15 "$@" >"$logs/$name.log" 2>&1 &
+  SPOTTER_TEST_REDIS_DB="${redis_dbs[$name]}" "$pytest" ${commands[$name]} --durations=15 "$@" >"$logs/$name.log" 2>&1 &
   pids[$name]=$!
   echo "pytest ${commands[$name]}: output in $logs/$name.log (pid ${pids[$name]})"
 done
